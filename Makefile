@@ -1,0 +1,55 @@
+# Loupe — build, test and demo. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+GOBIN := $(shell $(GO) env GOPATH)/bin
+export PATH := $(GOBIN):$(PATH)
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X github.com/loupe-dev/loupe/internal/version.Version=$(VERSION) -X github.com/loupe-dev/loupe/internal/version.Commit=$(COMMIT)
+BINARIES := loupe loupe-agent loupe-collector
+
+# Flags for the BPF C code, set once here and passed to bpf2go by `go generate`.
+export BPF_CFLAGS := -O2 -g -Wall -Werror
+
+# Go test settings: e2e tests need root; LOUPE_REQUIRE_E2E=1 turns their skips into failures.
+TEST_FLAGS ?= -count=1 -timeout 30m
+FUZZTIME ?= 5s
+
+.PHONY: help deps build generate check-generate lint test test-unit fuzz demo bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+deps: ## install what the project needs (Debian packages, pinned generators); idempotent
+	@bash scripts/deps.sh
+
+build: ## build bin/loupe, bin/loupe-agent, bin/loupe-collector
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(BINARIES))
+
+generate: deps ## regenerate protobuf and BPF code (committed)
+	$(GO) generate ./...
+
+check-generate: deps ## fail when the committed generated code is stale
+	@bash scripts/check-generate.sh
+
+lint: ## go vet and gofmt
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+test: deps build lint check-generate ## set-up, then every test (unit, e2e as root, fuzz seeds, brief fuzzing, promtool)
+	$(GO) test $(TEST_FLAGS) ./...
+	@$(MAKE) --no-print-directory fuzz
+
+fuzz: ## run each fuzz target briefly (FUZZTIME=5s)
+	@bash scripts/fuzz.sh $(FUZZTIME)
+
+demo: deps build ## the main job end to end (see README)
+	@bash scripts/demo.sh
+
+bench: deps build ## run every benchmark and print the figures for docs/performance.md
+	@bash bench/run.sh
+
+clean: ## remove build output
+	rm -rf bin
