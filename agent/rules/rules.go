@@ -1,0 +1,257 @@
+// Package rules decides what the agent reports: which finding kinds are on,
+// severity overrides, and allow-lists (e.g. the known entrypoint shell of an
+// image). Rules come from a YAML file (--rules) or the embedded default.
+//
+// Rules are evaluated in file order; the first rule whose kinds and match
+// fit a finding decides: `allow` suppresses it (counted, never silent),
+// `severity` overrides its severity. A finding no rule matches keeps the
+// severity its detector gave it.
+package rules
+
+import (
+	_ "embed"
+	"fmt"
+	"os"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
+)
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// DefaultYAML is the shipped default rule file.
+func DefaultYAML() []byte { return defaultYAML }
+
+// maxFileBytes bounds a rules file.
+const maxFileBytes = 1 << 20
+
+// File is the YAML document.
+type File struct {
+	// Version of the format; 1.
+	Version int `json:"version"`
+	// DisabledKinds are never reported (e.g. [PACKAGE] on nodes where the inventory is not wanted).
+	DisabledKinds []string `json:"disabled_kinds,omitempty"`
+	// Rules, first match wins.
+	Rules []Rule `json:"rules"`
+}
+
+// Rule is one entry of the rules list.
+type Rule struct {
+	// Name identifies the rule in findings (`rule`) and metrics.
+	Name string `json:"name"`
+	// Kinds this rule applies to; empty means every kind.
+	Kinds []string `json:"kinds,omitempty"`
+	// Match narrows the findings it applies to; every set field must match.
+	Match Match `json:"match,omitempty"`
+	// Action: "allow" suppresses matching findings; "report" (default) reports them.
+	Action string `json:"action,omitempty"`
+	// Severity overrides the detector's severity: info, low, medium, high, critical.
+	Severity string `json:"severity,omitempty"`
+}
+
+// Match holds glob patterns ('*' matches any run of characters, including '/').
+type Match struct {
+	Namespace string `json:"namespace,omitempty"` // Kubernetes namespace
+	Pod       string `json:"pod,omitempty"`       // pod name
+	Container string `json:"container,omitempty"` // Kubernetes container name
+	Image     string `json:"image,omitempty"`     // image reference
+	Filename  string `json:"filename,omitempty"`  // executed file (process.filename)
+	Argv      string `json:"argv,omitempty"`      // argv joined with spaces
+	Parent    string `json:"parent,omitempty"`    // the direct parent's filename or comm
+	Ancestor  string `json:"ancestor,omitempty"`  // any ancestor's filename or comm
+	Path      string `json:"path,omitempty"`      // file path (file.path)
+}
+
+// Decision is what Apply did with a finding.
+type Decision int
+
+const (
+	// Report means the finding goes out (possibly with a new severity).
+	Report Decision = iota
+	// Suppressed means an allow rule matched.
+	Suppressed
+	// Disabled means the finding's kind is turned off.
+	Disabled
+)
+
+// Set is a compiled rule file, safe for concurrent use (read-only).
+type Set struct {
+	disabled map[loupev1.Kind]bool
+	rules    []compiled
+}
+
+type compiled struct {
+	name     string
+	kinds    map[loupev1.Kind]bool
+	match    Match
+	allow    bool
+	severity loupev1.Severity
+}
+
+// Load reads and compiles a rules file; "" loads the embedded default.
+func Load(path string) (*Set, error) {
+	if path == "" {
+		return Parse(defaultYAML, "default rules")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load rules: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("load rules: %w", err)
+	}
+	if !st.Mode().IsRegular() || st.Size() > maxFileBytes {
+		return nil, fmt.Errorf("load rules %s: not a regular file under %d bytes", path, maxFileBytes)
+	}
+	b := make([]byte, st.Size())
+	if _, err := f.ReadAt(b, 0); err != nil && st.Size() > 0 {
+		return nil, fmt.Errorf("load rules %s: %w", path, err)
+	}
+	return Parse(b, path)
+}
+
+// Parse compiles a rules document; name is used in error messages.
+func Parse(b []byte, name string) (*Set, error) {
+	var f File
+	if err := yaml.UnmarshalStrict(b, &f); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if f.Version != 1 {
+		return nil, fmt.Errorf("%s: version %d is not supported (want version: 1)", name, f.Version)
+	}
+	s := &Set{disabled: map[loupev1.Kind]bool{}}
+	for _, k := range f.DisabledKinds {
+		kind, err := loupev1.ParseKind(k)
+		if err != nil {
+			return nil, fmt.Errorf("%s: disabled_kinds: %w", name, err)
+		}
+		s.disabled[kind] = true
+	}
+	seen := map[string]bool{}
+	for i, r := range f.Rules {
+		where := fmt.Sprintf("%s: rules[%d]", name, i)
+		if r.Name == "" {
+			return nil, fmt.Errorf("%s: a rule needs a name", where)
+		}
+		if seen[r.Name] {
+			return nil, fmt.Errorf("%s: duplicate rule name %q", where, r.Name)
+		}
+		seen[r.Name] = true
+		c := compiled{name: r.Name, match: r.Match, kinds: map[loupev1.Kind]bool{}}
+		for _, k := range r.Kinds {
+			kind, err := loupev1.ParseKind(k)
+			if err != nil {
+				return nil, fmt.Errorf("%s (%s): kinds: %w", where, r.Name, err)
+			}
+			c.kinds[kind] = true
+		}
+		switch r.Action {
+		case "", "report":
+		case "allow":
+			c.allow = true
+		default:
+			return nil, fmt.Errorf("%s (%s): action %q: want allow or report", where, r.Name, r.Action)
+		}
+		if r.Severity != "" {
+			if c.allow {
+				return nil, fmt.Errorf("%s (%s): an allow rule cannot set a severity", where, r.Name)
+			}
+			sev, err := loupev1.ParseSeverity(r.Severity)
+			if err != nil {
+				return nil, fmt.Errorf("%s (%s): %w", where, r.Name, err)
+			}
+			c.severity = sev
+		}
+		if !c.allow && c.severity == 0 {
+			return nil, fmt.Errorf("%s (%s): a report rule needs a severity (or use action: allow)", where, r.Name)
+		}
+		s.rules = append(s.rules, c)
+	}
+	return s, nil
+}
+
+// Enabled reports whether findings of kind k are reported at all (lets
+// detectors skip work for disabled kinds).
+func (s *Set) Enabled(k loupev1.Kind) bool { return !s.disabled[k] }
+
+// Apply evaluates f in place: it may change f.Severity and f.Rule. It returns
+// the decision and the name of the rule that made it ("" for none).
+func (s *Set) Apply(f *loupev1.Finding) (Decision, string) {
+	if s.disabled[f.GetKind()] {
+		return Disabled, ""
+	}
+	for _, r := range s.rules {
+		if len(r.kinds) > 0 && !r.kinds[f.GetKind()] {
+			continue
+		}
+		if !r.match.matches(f) {
+			continue
+		}
+		if r.allow {
+			return Suppressed, r.name
+		}
+		f.Severity = r.severity
+		f.Rule = r.name
+		return Report, r.name
+	}
+	return Report, ""
+}
+
+func (m *Match) matches(f *loupev1.Finding) bool {
+	c, p := f.GetContainer(), f.GetProcess()
+	if !glob(m.Namespace, c.GetNamespace()) || !glob(m.Pod, c.GetPod()) ||
+		!glob(m.Container, c.GetName()) || !glob(m.Image, c.GetImage()) ||
+		!glob(m.Filename, p.GetFilename()) || !glob(m.Argv, strings.Join(p.GetArgv(), " ")) ||
+		!glob(m.Path, f.GetFile().GetPath()) {
+		return false
+	}
+	anc := p.GetAncestors()
+	if m.Parent != "" && (len(anc) == 0 || !(Glob(m.Parent, anc[0].GetFilename()) || Glob(m.Parent, anc[0].GetComm()))) {
+		return false
+	}
+	if m.Ancestor != "" {
+		for _, a := range anc {
+			if Glob(m.Ancestor, a.GetFilename()) || Glob(m.Ancestor, a.GetComm()) {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// glob is Glob with an empty pattern matching anything.
+func glob(pattern, s string) bool { return pattern == "" || Glob(pattern, s) }
+
+// Glob reports whether s matches pattern, where '*' matches any run of
+// characters (including '/') and '?' any one character. Iterative, linear
+// in practice, no backtracking explosion.
+func Glob(pattern, s string) bool {
+	p, n := 0, 0
+	star, mark := -1, 0
+	for n < len(s) {
+		switch {
+		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == s[n]):
+			p++
+			n++
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, n
+			p++
+		case star >= 0:
+			p = star + 1
+			mark++
+			n = mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}
