@@ -1,0 +1,476 @@
+// Package sqlite is the collector's embedded store: one SQLite file
+// (modernc.org/sqlite, pure Go) in WAL mode, with indexed columns for every
+// query filter and the full finding kept as a protobuf blob.
+//
+// DSN: sqlite:///var/lib/loupe/collector.db (absolute) or sqlite://rel/path.db,
+// with an optional ?synchronous=full|normal (default full: every committed
+// batch is on disk before the collector acks it).
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/collector/store"
+)
+
+func init() {
+	store.Register("sqlite", func(ctx context.Context, dsn string) (store.Store, error) {
+		return Open(ctx, dsn)
+	})
+}
+
+// Store is the SQLite implementation of store.Store.
+type Store struct {
+	path string
+	w    *sql.DB // the single writer connection
+	r    *sql.DB // readers (WAL: they never block the writer)
+	ins  *sql.Stmt
+	now  func() time.Time
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Options are the settings a DSN can carry.
+type Options struct {
+	// Path of the database file.
+	Path string
+	// Synchronous is "full" (default) or "normal".
+	Synchronous string
+}
+
+// ParseDSN parses sqlite:///abs/path.db or sqlite://rel/path.db[?synchronous=normal].
+func ParseDSN(dsn string) (Options, error) {
+	rest, ok := strings.CutPrefix(dsn, "sqlite://")
+	if !ok {
+		return Options{}, fmt.Errorf("sqlite DSN %q must start with sqlite://", dsn)
+	}
+	path, query, _ := strings.Cut(rest, "?")
+	if path == "" {
+		return Options{}, fmt.Errorf("sqlite DSN %q has no file path (want sqlite:///var/lib/loupe/collector.db)", dsn)
+	}
+	o := Options{Path: path, Synchronous: "full"}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return Options{}, fmt.Errorf("sqlite DSN %q: %w", dsn, err)
+	}
+	for k, v := range q {
+		switch k {
+		case "synchronous":
+			s := strings.ToLower(v[len(v)-1])
+			if s != "full" && s != "normal" {
+				return Options{}, fmt.Errorf("sqlite DSN: synchronous=%q: want full or normal", s)
+			}
+			o.Synchronous = s
+		default:
+			return Options{}, fmt.Errorf("sqlite DSN: unknown option %q (known: synchronous)", k)
+		}
+	}
+	return o, nil
+}
+
+// Open opens (creating if needed) the database of dsn and migrates its
+// schema to the current version.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	o, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return open(ctx, o, SchemaVersion)
+}
+
+func open(ctx context.Context, o Options, target int) (*Store, error) {
+	if dir := filepath.Dir(o.Path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("open sqlite store: create directory: %w", err)
+		}
+	}
+	base := o.Path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)"
+	w, err := sql.Open("sqlite", base+"&_pragma=journal_mode(WAL)&_pragma=synchronous("+o.Synchronous+")&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite store %s: %w", o.Path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", o.Path, err)
+	}
+	if err := migrate(ctx, w, target); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", o.Path, err)
+	}
+	r, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", o.Path, err)
+	}
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(4)
+	s := &Store{path: o.Path, w: w, r: r, now: time.Now}
+	if target >= 2 {
+		s.ins, err = w.PrepareContext(ctx, `INSERT INTO findings
+			(id, time_ns, node, kind, severity, namespace, pod, container_id, image, sha256, search, received_ns, body)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("open sqlite store %s: prepare insert: %w", o.Path, err)
+		}
+	}
+	return s, nil
+}
+
+// Path is the database file.
+func (s *Store) Path() string { return s.path }
+
+type nodeDelta struct {
+	first, last int64
+	count       int64
+	kinds       map[loupev1.Kind]int64
+}
+
+// Ingest implements store.Store.
+func (s *Store) Ingest(ctx context.Context, node store.NodeInfo, findings []*loupev1.Finding) (store.IngestResult, error) {
+	if s.ins == nil {
+		return store.IngestResult{}, errors.New("ingest: store opened at an old schema version")
+	}
+	res := store.IngestResult{Inserted: make([]bool, len(findings))}
+	seen := node.Seen
+	if seen.IsZero() {
+		seen = s.now()
+	}
+	// Marshal outside the write transaction: the writer is the bottleneck.
+	bodies := make([][]byte, len(findings))
+	for i, f := range findings {
+		b, err := proto.Marshal(f)
+		if err != nil {
+			return store.IngestResult{}, fmt.Errorf("ingest: encode finding %s: %w", f.GetId(), err)
+		}
+		bodies[i] = b
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return store.IngestResult{}, fmt.Errorf("ingest: begin: %w", err)
+	}
+	defer tx.Rollback()
+	ins := tx.StmtContext(ctx, s.ins)
+	deltas := map[string]*nodeDelta{}
+	recv := seen.UnixNano()
+	if node.Name != "" {
+		deltas[node.Name] = &nodeDelta{first: recv, last: recv, kinds: map[loupev1.Kind]int64{}}
+	}
+	for i, f := range findings {
+		c := f.GetContainer()
+		t := f.GetTime().AsTime().UnixNano()
+		r, err := ins.ExecContext(ctx, f.GetId(), t, f.GetNode(), int32(f.GetKind()), int32(f.GetSeverity()),
+			c.GetNamespace(), c.GetPod(), c.GetId(), c.GetImage(), strings.ToLower(f.GetFile().GetSha256()),
+			store.SearchText(f), recv, bodies[i])
+		if err != nil {
+			return store.IngestResult{}, fmt.Errorf("ingest: insert finding %s: %w", f.GetId(), err)
+		}
+		n, err := r.RowsAffected()
+		if err != nil {
+			return store.IngestResult{}, fmt.Errorf("ingest: insert finding %s: %w", f.GetId(), err)
+		}
+		if n == 0 {
+			res.Duplicates++
+			continue
+		}
+		res.Stored++
+		res.Inserted[i] = true
+		d := deltas[f.GetNode()]
+		if d == nil {
+			d = &nodeDelta{first: t, last: t, kinds: map[loupev1.Kind]int64{}}
+			deltas[f.GetNode()] = d
+		}
+		if f.GetNode() != node.Name {
+			d.first, d.last = min(d.first, t), max(d.last, t)
+		}
+		d.count++
+		d.kinds[f.GetKind()]++
+	}
+	for name, d := range deltas {
+		version := ""
+		if name == node.Name {
+			version = node.AgentVersion
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO nodes (name, agent_version, first_seen_ns, last_seen_ns, findings)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET
+				agent_version = CASE WHEN excluded.agent_version <> '' THEN excluded.agent_version ELSE agent_version END,
+				first_seen_ns = min(first_seen_ns, excluded.first_seen_ns),
+				last_seen_ns  = max(last_seen_ns, excluded.last_seen_ns),
+				findings      = findings + excluded.findings`,
+			name, version, d.first, d.last, d.count); err != nil {
+			return store.IngestResult{}, fmt.Errorf("ingest: update node %s: %w", name, err)
+		}
+		for k, n := range d.kinds {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO node_kinds (node, kind, count) VALUES (?, ?, ?)
+				ON CONFLICT(node, kind) DO UPDATE SET count = count + excluded.count`, name, int32(k), n); err != nil {
+				return store.IngestResult{}, fmt.Errorf("ingest: update node %s counts: %w", name, err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return store.IngestResult{}, fmt.Errorf("ingest: commit: %w", err)
+	}
+	return res, nil
+}
+
+// Query implements store.Store.
+func (s *Store) Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*loupev1.Finding) error) error {
+	if err := store.CheckQuery(q); err != nil {
+		return err
+	}
+	limit, _ := store.EffectiveLimit(q)
+	var (
+		where []string
+		args  []any
+	)
+	add := func(cond string, a ...any) {
+		where = append(where, cond)
+		args = append(args, a...)
+	}
+	if t := q.GetSince(); t != nil {
+		add("time_ns >= ?", t.AsTime().UnixNano())
+	}
+	if t := q.GetUntil(); t != nil {
+		add("time_ns < ?", t.AsTime().UnixNano())
+	}
+	if ks := q.GetKinds(); len(ks) > 0 {
+		ph := make([]string, len(ks))
+		for i, k := range ks {
+			ph[i] = "?"
+			args = append(args, int32(k))
+		}
+		where = append(where, "kind IN ("+strings.Join(ph, ",")+")")
+	}
+	if sev := q.GetMinSeverity(); sev > loupev1.Severity_SEVERITY_INFO {
+		add("severity >= ?", int32(sev))
+	}
+	if ns := q.GetNodes(); len(ns) > 0 {
+		ph := make([]string, len(ns))
+		for i, n := range ns {
+			ph[i] = "?"
+			args = append(args, n)
+		}
+		where = append(where, "node IN ("+strings.Join(ph, ",")+")")
+	}
+	if v := q.GetNamespace(); v != "" {
+		add("namespace = ?", v)
+	}
+	if v := q.GetPod(); v != "" {
+		if strings.Contains(v, "*") {
+			add("pod GLOB ?", store.GlobToSQLite(v))
+		} else {
+			add("pod = ?", v)
+		}
+	}
+	if v := q.GetContainerId(); v != "" {
+		add("container_id GLOB ?", store.GlobLiteral(v)+"*")
+	}
+	if v := q.GetImage(); v != "" {
+		if strings.Contains(v, "*") {
+			add("image GLOB ?", store.GlobToSQLite(v))
+		} else {
+			add("image = ?", v)
+		}
+	}
+	if v := q.GetSha256(); v != "" {
+		add("sha256 = ?", strings.ToLower(strings.TrimPrefix(v, "sha256:")))
+	}
+	if v := q.GetGrep(); v != "" {
+		add("instr(search, ?) > 0", strings.ToLower(v))
+	}
+	sqlText := "SELECT body FROM findings"
+	if len(where) > 0 {
+		sqlText += " WHERE " + strings.Join(where, " AND ")
+	}
+	if q.GetOrder() == loupev1.Order_ORDER_OLDEST_FIRST {
+		sqlText += " ORDER BY time_ns ASC, seq ASC"
+	} else {
+		sqlText += " ORDER BY time_ns DESC, seq DESC"
+	}
+	sqlText += " LIMIT ?"
+	args = append(args, limit)
+	rows, err := s.r.QueryContext(ctx, sqlText, args...)
+	if err != nil {
+		return fmt.Errorf("query findings: %w", err)
+	}
+	defer rows.Close()
+	var body []byte
+	for rows.Next() {
+		if err := rows.Scan(&body); err != nil {
+			return fmt.Errorf("query findings: %w", err)
+		}
+		f := &loupev1.Finding{}
+		if err := proto.Unmarshal(body, f); err != nil {
+			return fmt.Errorf("query findings: decode stored finding: %w", err)
+		}
+		if err := fn(f); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query findings: %w", err)
+	}
+	return nil
+}
+
+// Nodes implements store.Store.
+func (s *Store) Nodes(ctx context.Context) ([]*loupev1.Node, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name, agent_version, first_seen_ns, last_seen_ns, findings FROM nodes ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	defer rows.Close()
+	var out []*loupev1.Node
+	byName := map[string]*loupev1.Node{}
+	for rows.Next() {
+		var (
+			n           loupev1.Node
+			first, last int64
+		)
+		if err := rows.Scan(&n.Name, &n.AgentVersion, &first, &last, &n.Findings); err != nil {
+			return nil, fmt.Errorf("list nodes: %w", err)
+		}
+		n.FirstSeen, n.LastSeen = tsFromNanos(first), tsFromNanos(last)
+		n.FindingsByKind = map[string]int64{}
+		out = append(out, &n)
+		byName[n.Name] = &n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	rows.Close()
+	krows, err := s.r.QueryContext(ctx, `SELECT node, kind, count FROM node_kinds WHERE count > 0`)
+	if err != nil {
+		return nil, fmt.Errorf("list node counts: %w", err)
+	}
+	defer krows.Close()
+	for krows.Next() {
+		var (
+			name  string
+			kind  int32
+			count int64
+		)
+		if err := krows.Scan(&name, &kind, &count); err != nil {
+			return nil, fmt.Errorf("list node counts: %w", err)
+		}
+		if n := byName[name]; n != nil {
+			n.FindingsByKind[loupev1.Kind(kind).ShortName()] = count
+		}
+	}
+	return out, krows.Err()
+}
+
+// pruneBatch bounds how long one prune transaction holds the write lock.
+const pruneBatch = 5000
+
+// Prune implements store.Store. It deletes in batches of pruneBatch rows,
+// one transaction each, so ingest is never blocked for long, and keeps the
+// node counts in step.
+func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
+	cut := before.UnixNano()
+	var total int64
+	for {
+		n, err := s.pruneOnce(ctx, cut)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("prune findings before %s: %w", before.Format(time.RFC3339), err)
+		}
+		if n < pruneBatch {
+			return total, nil
+		}
+	}
+}
+
+func (s *Store) pruneOnce(ctx context.Context, cut int64) (int64, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	const victims = `SELECT seq FROM findings WHERE time_ns < ? ORDER BY time_ns, seq LIMIT ?`
+	rows, err := tx.QueryContext(ctx, `SELECT node, kind, count(*) FROM findings WHERE seq IN (`+victims+`) GROUP BY node, kind`, cut, pruneBatch)
+	if err != nil {
+		return 0, err
+	}
+	type nk struct {
+		node string
+		kind int32
+		n    int64
+	}
+	var counts []nk
+	for rows.Next() {
+		var c nk
+		if err := rows.Scan(&c.node, &c.kind, &c.n); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		counts = append(counts, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if len(counts) == 0 {
+		return 0, nil
+	}
+	r, err := tx.ExecContext(ctx, `DELETE FROM findings WHERE seq IN (`+victims+`)`, cut, pruneBatch)
+	if err != nil {
+		return 0, err
+	}
+	deleted, err := r.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	for _, c := range counts {
+		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET findings = max(findings - ?, 0) WHERE name = ?`, c.n, c.node); err != nil {
+			return 0, err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE node_kinds SET count = max(count - ?, 0) WHERE node = ? AND kind = ?`, c.n, c.node, c.kind); err != nil {
+			return 0, err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM node_kinds WHERE count <= 0`); err != nil {
+		return 0, err
+	}
+	return deleted, tx.Commit()
+}
+
+// Optimize refreshes the query planner's statistics (PRAGMA optimize).
+func (s *Store) Optimize(ctx context.Context) error {
+	if _, err := s.w.ExecContext(ctx, `PRAGMA optimize=0x10002`); err != nil {
+		return fmt.Errorf("optimize sqlite store: %w", err)
+	}
+	return nil
+}
+
+// Close implements store.Store: it refreshes planner statistics, then
+// closes both connection pools (the last close checkpoints the WAL).
+func (s *Store) Close() error {
+	var errs []error
+	if s.ins != nil {
+		errs = append(errs, s.ins.Close())
+	}
+	if _, err := s.w.Exec(`PRAGMA optimize`); err != nil {
+		errs = append(errs, fmt.Errorf("optimize: %w", err))
+	}
+	errs = append(errs, s.r.Close(), s.w.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close sqlite store %s: %w", s.path, err)
+	}
+	return nil
+}

