@@ -1,0 +1,56 @@
+// Command loupe-collector is Loupe's central service: it ingests findings
+// from node agents over gRPC (TLS/mTLS), stores them (embedded SQLite) and
+// answers queries; /metrics, /healthz and /readyz on the HTTP port.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/loupe-dev/loupe/collector"
+	"github.com/loupe-dev/loupe/internal/version"
+)
+
+func main() {
+	var (
+		cfg         collector.Config
+		showVersion bool
+	)
+	fs := flag.NewFlagSet("loupe-collector", flag.ExitOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: loupe-collector [flags]\n\nReceives findings from loupe-agent over gRPC, stores them and answers `loupe query`.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.GRPCListen, "grpc-listen", collector.DefaultGRPCListen, "gRPC listen address for agents and the loupe CLI")
+	fs.StringVar(&cfg.HTTPListen, "http-listen", collector.DefaultHTTPListen, "HTTP listen address for /metrics, /healthz and /readyz (\"\" to disable)")
+	fs.StringVar(&cfg.DB, "db", collector.DefaultDB, "store DSN: sqlite:///path/to/collector.db")
+	fs.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "server certificate, PEM")
+	fs.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "server private key, PEM")
+	fs.StringVar(&cfg.TLS.ClientCAFile, "client-ca", "", "CA of agent client certificates, PEM: turns on mTLS (the node an agent speaks for must match its certificate)")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "plaintext gRPC without TLS or identity checks (development only)")
+	fs.DurationVar(&cfg.Retention, "retention", collector.DefaultRetention, "delete findings older than this (0 keeps them forever)")
+	fs.IntVar(&cfg.MaxMsgBytes, "max-msg-bytes", collector.DefaultMaxMsgBytes, "largest accepted gRPC message (one ingest batch), bytes")
+	fs.StringVar(&cfg.AdminCN, "admin-cn", collector.DefaultAdminCN, "client certificate CommonName allowed to query and to ingest for any node")
+	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
+	_ = fs.Parse(os.Args[1:])
+	if showVersion {
+		fmt.Println("loupe-collector", version.String())
+		return
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "loupe-collector: unexpected arguments %q\n", fs.Args())
+		os.Exit(2)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := collector.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "loupe-collector:", err)
+		os.Exit(1)
+	}
+}

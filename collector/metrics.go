@@ -1,0 +1,60 @@
+package collector
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
+)
+
+// metrics are the collector's own series; labels are bounded enums.
+type metrics struct {
+	ingested   *prometheus.CounterVec
+	rejected   *prometheus.CounterVec
+	commit     prometheus.Histogram
+	connected  prometheus.Gauge
+	duplicates prometheus.Counter
+	pruned     prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		ingested: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "loupe", Subsystem: "collector", Name: "findings_ingested_total",
+			Help: "Findings stored by the collector, by kind and severity (duplicates not counted).",
+		}, []string{"kind", "severity"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "loupe", Subsystem: "collector", Name: "rejected_total",
+			Help: "Findings (or whole oversized batches, reason too_large) the collector refused, by reason.",
+		}, []string{"reason"}),
+		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "loupe", Subsystem: "collector", Name: "store_commit_seconds",
+			Help:    "Time to store one ingested batch, transaction commit included.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "loupe", Subsystem: "collector", Name: "agents_connected",
+			Help: "Ingest streams open to this collector.",
+		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "loupe", Subsystem: "collector", Name: "duplicates_total",
+			Help: "Findings received again after they were stored (agent retries); ignored.",
+		}),
+		pruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "loupe", Subsystem: "collector", Name: "pruned_total",
+			Help: "Findings deleted by retention pruning.",
+		}),
+	}
+	for _, r := range Reasons {
+		m.rejected.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{m.ingested, m.rejected, m.commit, m.connected, m.duplicates, m.pruned} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) countIngested(f *loupev1.Finding) {
+	m.ingested.WithLabelValues(f.GetKind().ShortName(), f.GetSeverity().ShortName()).Inc()
+}

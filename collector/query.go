@@ -1,0 +1,97 @@
+package collector
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/collector/store"
+)
+
+// Chunking of query results: a QueryResponse carries at most this many
+// findings or about this many bytes.
+const (
+	chunkFindings = 500
+	chunkBytes    = 1 << 20
+)
+
+// mayRead checks that the peer may read stored findings: under mTLS only
+// the admin certificate may, so a compromised node cannot read the fleet's
+// findings.
+func (s *Server) mayRead(ctx context.Context) error {
+	id, err := s.peerIdentity(ctx)
+	if err != nil {
+		return err
+	}
+	if id.cert != nil && !id.admin {
+		return status.Errorf(codes.PermissionDenied, "client certificate %q may only ingest; queries need the admin certificate (CN %q)",
+			id.cert.Subject.CommonName, s.cfg.AdminCN)
+	}
+	return nil
+}
+
+// Query implements the Query stream.
+func (s *Server) Query(req *loupev1.QueryRequest, stream loupev1.Collector_QueryServer) error {
+	ctx := stream.Context()
+	if err := s.mayRead(ctx); err != nil {
+		return err
+	}
+	if err := store.CheckQuery(req); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	chunk := &loupev1.QueryResponse{}
+	size := 0
+	flush := func() error {
+		if len(chunk.Findings) == 0 {
+			return nil
+		}
+		err := stream.Send(chunk)
+		chunk, size = &loupev1.QueryResponse{}, 0
+		return err
+	}
+	err := s.store.Query(ctx, req, func(f *loupev1.Finding) error {
+		chunk.Findings = append(chunk.Findings, f)
+		size += proto.Size(f)
+		if len(chunk.Findings) >= chunkFindings || size >= chunkBytes {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrInvalidQuery):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case ctx.Err() != nil:
+		return status.FromContextError(ctx.Err()).Err()
+	case status.Code(err) != codes.Unknown:
+		return err
+	}
+	s.log.Error("query failed", "err", err)
+	return status.Errorf(codes.Internal, "query failed: %v", err)
+}
+
+// ListNodes implements ListNodes.
+func (s *Server) ListNodes(ctx context.Context, _ *loupev1.ListNodesRequest) (*loupev1.ListNodesResponse, error) {
+	if err := s.mayRead(ctx); err != nil {
+		return nil, err
+	}
+	nodes, err := s.store.Nodes(ctx)
+	if err != nil {
+		s.log.Error("list nodes failed", "err", err)
+		return nil, status.Errorf(codes.Internal, "list nodes: %v", err)
+	}
+	s.mu.Lock()
+	for _, n := range nodes {
+		n.Connected = s.conns[n.GetName()] > 0
+	}
+	s.mu.Unlock()
+	return &loupev1.ListNodesResponse{Nodes: nodes}, nil
+}
