@@ -20,7 +20,9 @@ directories offline (scan). Collector address: --collector, else $LOUPE_COLLECTO
 		SilenceErrors: true,
 	}
 	root.AddCommand(
-	// Commands are registered here, one line each.
+		newQueryCmd(),
+		newNodesCmd(),
+		newIngestCmd(),
 	)
 	return root
 }

@@ -1,0 +1,200 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loupe-dev/loupe/collector"
+	"github.com/loupe-dev/loupe/internal/tlsutil"
+)
+
+// startCollector runs a real collector (gRPC on loopback, SQLite on disk).
+func startCollector(t *testing.T, tlsOpts *tlsutil.ServerOptions) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg := collector.Config{GRPCListen: "127.0.0.1:0", DB: "sqlite://" + filepath.Join(t.TempDir(), "c.db")}
+	if tlsOpts != nil {
+		cfg.TLS = *tlsOpts
+	} else {
+		cfg.Insecure = true
+	}
+	srv, err := collector.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("collector did not stop")
+		}
+	})
+	return srv.GRPCAddr().String()
+}
+
+// run executes the loupe command with args and returns stdout, stderr and the error.
+func run(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	cmd := NewRootCommand()
+	var out, errb bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errb)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), errb.String(), err
+}
+
+const examples = "../../docs/examples/findings.jsonl"
+
+func TestIngestQueryNodesAgainstARealCollector(t *testing.T) {
+	addr := startCollector(t, nil)
+	conn := []string{"--collector", addr, "--insecure"}
+
+	_, stderr, err := run(t, append([]string{"ingest", examples, "--node", "replay"}, conn...)...)
+	if err != nil {
+		t.Fatalf("ingest: %v\n%s", err, stderr)
+	}
+	if !strings.Contains(stderr, "11 stored, 0 already present, 0 rejected") {
+		t.Fatalf("ingest summary: %s", stderr)
+	}
+	// Replaying is idempotent.
+	_, stderr, err = run(t, append([]string{"ingest", examples}, conn...)...)
+	if err != nil || !strings.Contains(stderr, "0 stored, 11 already present") {
+		t.Fatalf("second ingest: %v %s", err, stderr)
+	}
+
+	out, _, err := run(t, append([]string{"query", "--since", "", "-o", "jsonl"}, conn...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 11 {
+		t.Fatalf("query returned %d findings, want 11:\n%s", len(lines), out)
+	}
+	var first map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+		t.Fatal(err)
+	}
+	if first["kind"] != "KIND_RUNS_AS_ROOT" {
+		t.Errorf("newest first: got %v", first["kind"])
+	}
+
+	out, _, err = run(t, append([]string{"query", "--since", "", "--kind", "exec_failed", "--kind", "RUNTIME_EXEC_FAILED", "--severity", "high", "-o", "json"}, conn...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var arr []map[string]any
+	if err := json.Unmarshal([]byte(out), &arr); err != nil || len(arr) != 2 {
+		t.Fatalf("kind filter: %v, %d results\n%s", err, len(arr), out)
+	}
+
+	out, _, err = run(t, append([]string{"query", "--since", "", "--pod", "api-*", "--grep", "WGET", "--oldest-first"}, conn...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows := strings.Count(strings.TrimSpace(out), "\n"); rows != 1 || !strings.Contains(out, "EXEC_FAILED") {
+		t.Fatalf("pod+grep table:\n%s", out)
+	}
+
+	// The default --since 24h excludes the two-day-old examples.
+	out, stderr, err = run(t, append([]string{"query"}, conn...)...)
+	if err != nil || strings.Count(out, "\n") != 1 || !strings.Contains(stderr, "0 finding(s)") {
+		t.Fatalf("default window: %v\n%s%s", err, out, stderr)
+	}
+
+	out, _, err = run(t, append([]string{"nodes"}, conn...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"NODE", "node-a", "node-b", "DRIFT_EXEC=1 DRIFT_FILE=1 EXEC_FAILED=1", "2d ago"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("nodes table lacks %q:\n%s", want, out)
+		}
+	}
+	out, _, err = run(t, append([]string{"nodes", "-o", "json"}, conn...)...)
+	if err != nil || !strings.Contains(out, `"findings_by_kind"`) {
+		t.Fatalf("nodes json: %v\n%s", err, out)
+	}
+}
+
+func TestIngestReportsBadLinesAndKeepsTheRest(t *testing.T) {
+	addr := startCollector(t, nil)
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.jsonl")
+	good := `{"id":"0190a000-0000-7000-8000-00000000000a","time":"2026-11-20T10:00:00Z","kind":"KIND_EXEC","severity":"SEVERITY_INFO","node":"n1"}`
+	noID := `{"time":"2026-11-20T10:00:00Z","kind":"KIND_EXEC","severity":"SEVERITY_INFO"}`
+	writeFile(t, bad, good+"\n{oops\n"+noID+"\n")
+	_, stderr, err := run(t, "ingest", bad, "--collector", addr, "--insecure")
+	if err == nil || ExitCode(err) != 1 {
+		t.Fatalf("want exit 1, got %v", err)
+	}
+	for _, want := range []string{"bad.jsonl:2:", "bad.jsonl:3:", "1 stored", "1 rejected", "1 malformed"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+}
+
+func TestClearErrors(t *testing.T) {
+	_, _, err := run(t, "query", "--collector", "127.0.0.1:1", "--insecure")
+	if err == nil || !strings.Contains(err.Error(), "cannot reach collector at 127.0.0.1:1") || !strings.Contains(err.Error(), "is loupe-collector running") {
+		t.Errorf("unreachable collector: %v", err)
+	}
+	for args, want := range map[string]string{
+		"query --kind shel_exec": `unknown kind "shel_exec"`,
+		"query --severity bad":   `unknown severity "bad"`,
+		"query --since 3 days":   `"days"`,
+		"query -o yaml":          "table, json or jsonl",
+		"query --since soon":     "--since",
+		"ingest /nonexistent":    "no such file",
+	} {
+		_, _, err := run(t, append(strings.Fields(args), "--insecure", "--collector", "127.0.0.1:1")...)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want %q", args, err, want)
+		}
+	}
+}
+
+func TestMTLSFlags(t *testing.T) {
+	dir := t.TempDir()
+	pki, err := tlsutil.GeneratePKI(dir, "loupe-admin", "node-x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := startCollector(t, &tlsutil.ServerOptions{CertFile: pki.ServerCert, KeyFile: pki.ServerKey, ClientCAFile: pki.CAFile})
+	admin := pki.Clients["loupe-admin"]
+	tlsArgs := []string{"--collector", addr, "--ca", pki.CAFile, "--tls-cert", admin[0], "--tls-key", admin[1]}
+	if _, stderr, err := run(t, append([]string{"ingest", examples}, tlsArgs...)...); err != nil {
+		t.Fatalf("admin ingest over mTLS: %v\n%s", err, stderr)
+	}
+	out, _, err := run(t, append([]string{"query", "--since", "", "-o", "jsonl"}, tlsArgs...)...)
+	if err != nil || strings.Count(out, "\n") != 11 {
+		t.Fatalf("admin query over mTLS: %v\n%s", err, out)
+	}
+	// Without a client certificate the collector refuses.
+	_, _, err = run(t, "query", "--collector", addr, "--ca", pki.CAFile)
+	if err == nil {
+		t.Fatal("query without a client certificate succeeded")
+	}
+	// Plaintext against a TLS collector fails with a hint.
+	_, _, err = run(t, "query", "--collector", addr, "--insecure")
+	if err == nil || !strings.Contains(err.Error(), "--insecure") {
+		t.Fatalf("plaintext against TLS: %v", err)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
