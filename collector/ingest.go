@@ -114,6 +114,8 @@ func (s *Server) Ingest(stream loupev1.Collector_IngestServer) error {
 				return nil
 			}
 			if status.Code(err) == codes.ResourceExhausted {
+				// grpc-go has already sent the client its own status ("received
+				// message larger than max (N vs. M)"); count and log it here.
 				s.m.rejected.WithLabelValues(ReasonTooLarge).Inc()
 				s.log.Warn("ingest batch too large; stream closed", "node", node, "max_msg_bytes", s.cfg.MaxMsgBytes, "err", status.Convert(err).Message())
 				return status.Errorf(codes.ResourceExhausted,
