@@ -223,3 +223,51 @@ func TestFailedIngestCommitsNothing(t *testing.T) {
 		t.Fatalf("a failed batch left nodes %v", nodes)
 	}
 }
+
+// TestGroupCommitIsolation: concurrent batches are committed together, but
+// a batch that fails does not take the others down with it.
+func TestGroupCommitIsolation(t *testing.T) {
+	s := openTemp(t)
+	ctx := context.Background()
+	if _, err := s.w.Exec(`CREATE TRIGGER boom BEFORE INSERT ON findings WHEN NEW.node = 'boom' BEGIN SELECT RAISE(ABORT, 'simulated failure'); END`); err != nil {
+		t.Fatal(err)
+	}
+	const batches = 16
+	errs := make(chan error, batches)
+	results := make(chan store.IngestResult, batches)
+	for i := range batches {
+		node := "n" + string(rune('a'+i))
+		if i == 5 {
+			node = "boom"
+		}
+		go func() {
+			var fs []*loupev1.Finding
+			for range 200 {
+				fs = append(fs, storetest.Finding(time.Now(), node, loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO))
+			}
+			res, err := s.Ingest(ctx, store.NodeInfo{Name: node}, fs)
+			errs <- err
+			results <- res
+		}()
+	}
+	failed, stored := 0, 0
+	for range batches {
+		if err := <-errs; err != nil {
+			if !strings.Contains(err.Error(), "simulated failure") {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			failed++
+		}
+		stored += (<-results).Stored
+	}
+	if failed != 1 || stored != (batches-1)*200 {
+		t.Fatalf("%d batches failed, %d findings stored; want 1 and %d", failed, stored, (batches-1)*200)
+	}
+	if got := storetest.QueryAll(t, s, &loupev1.QueryRequest{Limit: store.MaxLimit}); len(got) != stored {
+		t.Fatalf("store holds %d findings, want %d", len(got), stored)
+	}
+	nodes, _ := s.Nodes(ctx)
+	if len(nodes) != batches-1 {
+		t.Fatalf("%d nodes, want %d (the failed batch leaves none)", len(nodes), batches-1)
+	}
+}
