@@ -419,7 +419,8 @@ func (s *Store) Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*lou
 		}
 	}
 	if v := q.GetSha256(); v != "" {
-		add("sha256 = ?", strings.ToLower(strings.TrimPrefix(v, "sha256:")))
+		// "<> ''" lets SQLite use the partial index findings_sha256.
+		add("sha256 = ? AND sha256 <> ''", strings.ToLower(strings.TrimPrefix(v, "sha256:")))
 	}
 	if v := q.GetGrep(); v != "" {
 		add("instr(search, ?) > 0", strings.ToLower(v))
