@@ -25,6 +25,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Set by the loader before the programs are loaded. */
 const volatile bool trace_host = false;
 const volatile bool enforce = false;
+const volatile bool exec_failures = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -304,8 +305,10 @@ int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	__u16 flags = 0;
 
 	/* The syscall exit of this exec must not report it again. */
-	__u32 old = old_pid;
-	bpf_map_delete_elem(&inflight, &old);
+	if (exec_failures) {
+		__u32 old = old_pid;
+		bpf_map_delete_elem(&inflight, &old);
+	}
 
 	if (!tracked(task, &cg, &mntns, &flags))
 		return 0;

@@ -72,6 +72,7 @@ const (
 	execProgTpExitExecve    = "tp_exit_execve"
 	execProgTpExitExecveat  = "tp_exit_execveat"
 	execVarEnforce          = "enforce"
+	execVarExecFailures     = "exec_failures"
 	execVarTraceHost        = "trace_host"
 	execVarUnusedEvent      = "unused_event"
 )
@@ -144,9 +145,10 @@ type execMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type execVariableSpecs struct {
-	Enforce     *ebpf.VariableSpec `ebpf:"enforce"`
-	TraceHost   *ebpf.VariableSpec `ebpf:"trace_host"`
-	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
+	Enforce      *ebpf.VariableSpec `ebpf:"enforce"`
+	ExecFailures *ebpf.VariableSpec `ebpf:"exec_failures"`
+	TraceHost    *ebpf.VariableSpec `ebpf:"trace_host"`
+	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
 // execObjects contains all objects after they have been loaded into the kernel.
@@ -196,9 +198,10 @@ func (m *execMaps) Close() error {
 //
 // It can be passed to loadExecObjects or ebpf.CollectionSpec.LoadAndAssign.
 type execVariables struct {
-	Enforce     *ebpf.Variable `ebpf:"enforce"`
-	TraceHost   *ebpf.Variable `ebpf:"trace_host"`
-	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
+	Enforce      *ebpf.Variable `ebpf:"enforce"`
+	ExecFailures *ebpf.Variable `ebpf:"exec_failures"`
+	TraceHost    *ebpf.Variable `ebpf:"trace_host"`
+	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
 }
 
 // execPrograms contains all programs after they have been loaded into the kernel.

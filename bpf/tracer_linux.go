@@ -93,6 +93,9 @@ func NewTracer(cfg Config) (_ *Tracer, err error) {
 	if err := spec.Variables[execVarEnforce].Set(cfg.Enforce); err != nil {
 		return nil, fmt.Errorf("load exec tracer: set enforce: %w", err)
 	}
+	if err := spec.Variables[execVarExecFailures].Set(cfg.ExecFailures); err != nil {
+		return nil, fmt.Errorf("load exec tracer: set exec_failures: %w", err)
+	}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		return nil, fmt.Errorf("load exec tracer: load programs (needs root with CAP_BPF and CAP_PERFMON, no kernel lockdown): %w", err)
 	}
