@@ -572,3 +572,30 @@ func TestConfigErrors(t *testing.T) {
 }
 
 var _ grpc.ClientConnInterface = (*grpc.ClientConn)(nil)
+
+func TestRetentionPrunesInBackground(t *testing.T) {
+	s := start(t, Config{Insecure: true, Retention: time.Hour, PruneInterval: 50 * time.Millisecond})
+	c := dial(t, s, tlsutil.ClientOptions{Insecure: true})
+	old := storetest.Finding(time.Now().Add(-3*time.Hour), "n1", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO)
+	fresh := storetest.Finding(time.Now(), "n1", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO)
+	if resp, err := send(t, c, &loupev1.IngestRequest{Sequence: 1, Node: "n1", Findings: []*loupev1.Finding{old, fresh}}); err != nil || resp.GetStored() != 2 {
+		t.Fatalf("ack = %v, %v", resp, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := query(t, c, &loupev1.QueryRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 1 && got[0].GetId() == fresh.GetId() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("old finding not pruned after 10s: %d findings left", len(got))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(s.m.pruned); got != 1 {
+		t.Fatalf("pruned_total = %v, want 1", got)
+	}
+}
