@@ -43,6 +43,8 @@ var (
 
 const readBuf = 1 << 20
 
+const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
 // scanLayer walks dir iteratively (never recursing, never following a
 // symlink) and hashes/classifies its regular files on opts.Workers goroutines.
 func scanLayer(ctx context.Context, dir, id string, mode layerMode, opts Options) (*LayerResult, error) {
@@ -260,6 +262,11 @@ func keepFile(e *Entry, mode layerMode) bool {
 // database, metadata file, jar or Go binary.
 func examineFile(root *safefs.Root, j fileJob, mode layerMode, opts Options, buf []byte, hashed *atomic.Int64) *Entry {
 	e := statEntry(j.path, TypeFile, &j.st, nil)
+	if j.st.Size == 0 {
+		// Nothing to read (and nothing to classify): hash of no bytes.
+		e.SHA256 = emptySHA256
+		return &e
+	}
 	f, err := root.OpenFile(j.path)
 	if err != nil {
 		if errors.Is(err, safefs.ErrNotRegular) {
