@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,7 +54,7 @@ func main() {
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		fail(err)
 	}
-	fmt.Printf("# collector benchmark — %s, %d CPUs, %s, %s\n\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), runtime.Version(), runtime.GOARCH)
+	fmt.Printf("# collector benchmark — %s, %d CPUs, %s, %s, load average at start %s\n\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), runtime.Version(), runtime.GOARCH, loadavg())
 	if !*skipIngest {
 		if err := benchIngest(*dir, *n, *batch, *sync); err != nil {
 			fail(err)
@@ -64,6 +65,20 @@ func main() {
 			fail(err)
 		}
 	}
+}
+
+// loadavg is the 1-minute load average: other work on the machine skews
+// the figures, so the report says how busy it was.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "unknown"
+	}
+	return f[0]
 }
 
 func fail(err error) {
@@ -177,7 +192,7 @@ func benchIngest(dir string, n, batch int, syncMode string) error {
 		fmt.Printf("| gRPC + mTLS, send batch → wait for ack | %d | %.0f | %.2f | %s / %s (round trip) |\n", streams, rate, rate/base, pct(lats, 50), pct(lats, 99))
 		removeDB(dbPath)
 	}
-	fmt.Println()
+	fmt.Printf("\nLoad average after the ingest runs: %s.\n\n", loadavg())
 	return nil
 }
 

@@ -374,10 +374,10 @@ func (s *Store) Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*lou
 		args = append(args, a...)
 	}
 	if t := q.GetSince(); t != nil {
-		add("time_ns >= ?", t.AsTime().UnixNano())
+		add("time_ns >= ?", clampNanos(t.AsTime()))
 	}
 	if t := q.GetUntil(); t != nil {
-		add("time_ns < ?", t.AsTime().UnixNano())
+		add("time_ns < ?", clampNanos(t.AsTime()))
 	}
 	if ks := q.GetKinds(); len(ks) > 0 {
 		ph := make([]string, len(ks))

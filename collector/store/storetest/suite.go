@@ -173,6 +173,8 @@ func testFilters(t *testing.T, s store.Store) {
 		{"grep file path", &loupev1.QueryRequest{Grep: "MINER"}, []int{4}},
 		{"grep package", &loupev1.QueryRequest{Grep: "openssl"}, []int{2}},
 		{"grep no match", &loupev1.QueryRequest{Grep: "nothing-like-this"}, nil},
+		{"far-future until", &loupev1.QueryRequest{Until: timestamppb.New(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC))}, []int{0, 1, 2, 3, 4}},
+		{"far-past since", &loupev1.QueryRequest{Since: timestamppb.New(time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC))}, []int{0, 1, 2, 3, 4}},
 		{"combined", &loupev1.QueryRequest{Namespace: "search", MinSeverity: loupev1.Severity_SEVERITY_HIGH, Kinds: []loupev1.Kind{loupev1.Kind_KIND_SHELL_EXEC}, Since: ts(1)}, []int{3}},
 	}
 	for _, c := range cases {
