@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"errors"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -18,6 +19,10 @@ const (
 	chunkFindings = 500
 	chunkBytes    = 1 << 20
 )
+
+// queryTimeout bounds one query, so a pathological filter cannot hold a
+// reader (and the WAL) forever.
+const queryTimeout = 2 * time.Minute
 
 // mayRead checks that the peer may read stored findings: under mTLS only
 // the admin certificate may, so a compromised node cannot read the fleet's
@@ -36,7 +41,8 @@ func (s *Server) mayRead(ctx context.Context) error {
 
 // Query implements the Query stream.
 func (s *Server) Query(req *loupev1.QueryRequest, stream loupev1.Collector_QueryServer) error {
-	ctx := stream.Context()
+	ctx, cancel := context.WithTimeout(stream.Context(), queryTimeout)
+	defer cancel()
 	if err := s.mayRead(ctx); err != nil {
 		return err
 	}

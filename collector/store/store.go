@@ -23,6 +23,10 @@ const (
 	MaxLimit = 100000
 	// MinContainerPrefix is the shortest container id prefix accepted.
 	MinContainerPrefix = 4
+	// MaxFilterLen bounds each text filter of a query, in bytes.
+	MaxFilterLen = 1024
+	// MaxFilterValues bounds the kinds and nodes lists of a query.
+	MaxFilterValues = 256
 )
 
 // Sentinel errors.
@@ -143,6 +147,15 @@ func CheckQuery(q *loupev1.QueryRequest) error {
 		if err := u.CheckValid(); err != nil {
 			return fmt.Errorf("%w: until: %v", ErrInvalidQuery, err)
 		}
+	}
+	for name, v := range map[string]string{"namespace": q.GetNamespace(), "pod": q.GetPod(), "container id": q.GetContainerId(),
+		"image": q.GetImage(), "sha256": q.GetSha256(), "grep": q.GetGrep()} {
+		if len(v) > MaxFilterLen {
+			return fmt.Errorf("%w: %s filter is %d bytes long (max %d)", ErrInvalidQuery, name, len(v), MaxFilterLen)
+		}
+	}
+	if len(q.GetKinds()) > MaxFilterValues || len(q.GetNodes()) > MaxFilterValues {
+		return fmt.Errorf("%w: at most %d kinds and %d nodes", ErrInvalidQuery, MaxFilterValues, MaxFilterValues)
 	}
 	if c := q.GetContainerId(); c != "" && len(c) < MinContainerPrefix {
 		return fmt.Errorf("%w: container id prefix %q is shorter than %d characters", ErrInvalidQuery, c, MinContainerPrefix)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -352,6 +353,8 @@ func testInvalid(t *testing.T, s store.Store) {
 		"unknown kind":           {Kinds: []loupev1.Kind{99}},
 		"unspecified kind":       {Kinds: []loupev1.Kind{0}},
 		"bad since":              {Since: &timestamppb.Timestamp{Seconds: -1 << 62}},
+		"huge pod glob":          {Pod: strings.Repeat("*a", store.MaxFilterLen)},
+		"too many nodes":         {Nodes: make([]string, store.MaxFilterValues+1)},
 	} {
 		err := s.Query(context.Background(), q, func(*loupev1.Finding) error { return nil })
 		if !errors.Is(err, store.ErrInvalidQuery) {
