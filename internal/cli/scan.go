@@ -14,9 +14,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/agent/inspect"
 	"github.com/loupe-dev/loupe/agent/inspect/imagetar"
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
 )
 
 // exitFindings is the exit status of `scan --fail-on` when a finding at or
@@ -245,4 +245,3 @@ func scanSummary(rep *inspect.Report) string {
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
-
