@@ -158,9 +158,11 @@ type Entry struct {
 }
 
 // Executable reports whether the entry is a program or library: ELF, a
-// shebang script, or a regular file with an execute bit.
+// shebang script, or a non-empty regular file with an execute bit (empty
+// files — e.g. the bind-mount targets /etc/hosts, /etc/hostname and
+// /etc/resolv.conf the runtime creates 0755 in every upper dir — run nothing).
 func (e *Entry) Executable() bool {
-	return e.Type == TypeFile && (e.Class == "elf" || e.Class == "script" || e.Mode&0o111 != 0)
+	return e.Type == TypeFile && e.Size > 0 && (e.Class == "elf" || e.Class == "script" || e.Mode&0o111 != 0)
 }
 
 // LayerResult is the scan of one layer directory; it is what the layer
