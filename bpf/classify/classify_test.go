@@ -64,8 +64,8 @@ func newTestClassifier(t *testing.T) *Classifier {
 	})
 }
 
-// exec returns an exec event whose argv[0] is the file name.
-func exec(argv ...string) *bpf.Event {
+// execEv returns an exec event whose argv[0] is the file name.
+func execEv(argv ...string) *bpf.Event {
 	return &bpf.Event{Type: bpf.EventExec, Time: time.Unix(1700000000, 0), PID: 300, TID: 300, PPID: 200,
 		CgroupID: 7, MntNS: 99, Comm: filepath.Base(argv[0]), Filename: argv[0], Path: argv[0], Argv: argv}
 }
@@ -80,7 +80,7 @@ func one(t *testing.T, fs []*loupev1.Finding) *loupev1.Finding {
 
 func TestShellExec(t *testing.T) {
 	c := newTestClassifier(t)
-	ev := exec("/bin/sh", "-c", "wget http://x")
+	ev := execEv("/bin/sh", "-c", "wget http://x")
 	ev.Path = "/usr/bin/dash"
 	f := one(t, c.Classify(ev))
 	if f.Kind != loupev1.Kind_KIND_SHELL_EXEC || f.Severity != loupev1.Severity_SEVERITY_MEDIUM || f.Rule != RuleShell {
@@ -118,26 +118,26 @@ func TestShellVariants(t *testing.T) {
 		sev  loupev1.Severity
 		rule string
 	}{
-		{"busybox applet", exec("/bin/busybox", "sh", "-c", "id"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleShell},
-		{"busybox symlink sh", func() *bpf.Event { e := exec("/bin/sh", "sh"); e.Path = "/bin/busybox"; return e }(), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleShell},
-		{"busybox symlink ls", func() *bpf.Event { e := exec("/bin/ls", "ls"); e.Path = "/bin/busybox"; return e }(), loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO, RuleExec},
-		{"toybox applet", exec("/usr/bin/toybox", "bash"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleShell},
-		{"python -c", exec("/usr/bin/python3", "-c", "import os"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleInline},
-		{"python -uc", exec("/usr/bin/python3.11", "-uc", "x"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleInline},
-		{"python script", exec("/usr/bin/python3", "app.py", "-c", "x"), loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO, RuleExec},
-		{"perl -e", exec("/usr/bin/perl", "-e", "print 1"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleInline},
-		{"node -e", exec("/usr/local/bin/node", "-e", "1"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleInline},
-		{"node --eval", exec("/usr/local/bin/node", "--eval", "1"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleInline},
-		{"ruby -e", exec("/usr/bin/ruby", "-e", "1"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleInline},
-		{"node server", exec("/usr/local/bin/node", "server.js"), loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO, RuleExec},
+		{"busybox applet", execEv("/bin/busybox", "sh", "-c", "id"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleShell},
+		{"busybox symlink sh", func() *bpf.Event { e := execEv("/bin/sh", "sh"); e.Path = "/bin/busybox"; return e }(), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleShell},
+		{"busybox symlink ls", func() *bpf.Event { e := execEv("/bin/ls", "ls"); e.Path = "/bin/busybox"; return e }(), loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO, RuleExec},
+		{"toybox applet", execEv("/usr/bin/toybox", "bash"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleShell},
+		{"python -c", execEv("/usr/bin/python3", "-c", "import os"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleInline},
+		{"python -uc", execEv("/usr/bin/python3.11", "-uc", "x"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleInline},
+		{"python script", execEv("/usr/bin/python3", "app.py", "-c", "x"), loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO, RuleExec},
+		{"perl -e", execEv("/usr/bin/perl", "-e", "print 1"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleInline},
+		{"node -e", execEv("/usr/local/bin/node", "-e", "1"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleInline},
+		{"node --eval", execEv("/usr/local/bin/node", "--eval", "1"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleInline},
+		{"ruby -e", execEv("/usr/bin/ruby", "-e", "1"), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleInline},
+		{"node server", execEv("/usr/local/bin/node", "server.js"), loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO, RuleExec},
 		{"script", func() *bpf.Event {
-			e := exec("/app/run.sh", "/bin/bash", "/app/run.sh")
+			e := execEv("/app/run.sh", "/bin/bash", "/app/run.sh")
 			e.Interpreter = "/bin/bash"
 			e.Path = "/usr/bin/bash"
 			return e
 		}(), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_MEDIUM, RuleShell},
-		{"interactive", func() *bpf.Event { e := exec("/bin/bash", "bash"); e.TTY = true; return e }(), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_HIGH, RuleShellTTY},
-		{"plain binary", exec("/app/server", "--port=8080"), loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO, RuleExec},
+		{"interactive", func() *bpf.Event { e := execEv("/bin/bash", "bash"); e.TTY = true; return e }(), loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_HIGH, RuleShellTTY},
+		{"plain binary", execEv("/app/server", "--port=8080"), loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO, RuleExec},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := one(t, c.Classify(tc.ev))
@@ -180,27 +180,27 @@ func TestExecFailed(t *testing.T) {
 
 func TestKilledNSEnterDriftHost(t *testing.T) {
 	c := newTestClassifier(t)
-	ev := exec("/bin/sh", "sh", "-c", "id")
+	ev := execEv("/bin/sh", "sh", "-c", "id")
 	ev.Killed = true
 	f := one(t, c.Classify(ev))
 	if f.Action != "killed" || f.Rule != RuleShellKilled || f.Severity != loupev1.Severity_SEVERITY_HIGH {
 		t.Errorf("killed: action %q rule %s severity %v", f.Action, f.Rule, f.Severity)
 	}
 
-	ev = exec("/bin/bash", "bash")
+	ev = execEv("/bin/bash", "bash")
 	ev.NSEnter, ev.CgroupID = true, 1 // host cgroup, container mount ns
 	f = one(t, c.Classify(ev))
 	if f.Container.GetPod() != "api-1" || !f.Process.Nsenter || f.Severity != loupev1.Severity_SEVERITY_HIGH {
 		t.Errorf("nsenter: container %v nsenter %v severity %v", f.Container, f.Process.Nsenter, f.Severity)
 	}
 
-	fs := c.Classify(exec("/tmp/evil", "evil"))
+	fs := c.Classify(execEv("/tmp/evil", "evil"))
 	if len(fs) != 2 || fs[1].Kind != loupev1.Kind_KIND_DRIFT_EXEC || fs[1].File.GetPath() != "/tmp/evil" ||
 		fs[1].Severity != loupev1.Severity_SEVERITY_HIGH || fs[0].Id == fs[1].Id {
 		t.Errorf("drift: %v", fs)
 	}
 
-	ev = exec("/bin/sh", "sh")
+	ev = execEv("/bin/sh", "sh")
 	ev.CgroupID, ev.MntNS, ev.Untracked = 1, 2, true
 	f = one(t, c.Classify(ev))
 	if f.Container != nil || f.Details["scope"] != "host" || f.Severity != loupev1.Severity_SEVERITY_LOW {
@@ -210,8 +210,8 @@ func TestKilledNSEnterDriftHost(t *testing.T) {
 
 func TestProcTableFollowsEvents(t *testing.T) {
 	c := newTestClassifier(t)
-	c.Classify(exec("/bin/sh", "sh")) // pid 300, child of 200
-	child := exec("/usr/bin/id", "id")
+	c.Classify(execEv("/bin/sh", "sh")) // pid 300, child of 200
+	child := execEv("/usr/bin/id", "id")
 	child.PID, child.TID, child.PPID = 301, 301, 300
 	f := one(t, c.Classify(child))
 	if a := f.Process.Ancestors; len(a) != MaxAncestors || a[0].Pid != 300 || a[0].Filename != "/bin/sh" || a[1].Pid != 200 {

@@ -1,0 +1,194 @@
+//go:build linux && (386 || amd64 || arm || arm64 || loong64 || mips64le || mipsle || ppc64le || riscv64)
+
+package classify
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/bpf"
+	"github.com/loupe-dev/loupe/internal/testenv"
+)
+
+// containerKeys returns the cgroup v2 id and mount-namespace inode of a
+// container's init process, as the runtime registry computes them.
+func containerKeys(t *testing.T, pid int) (cgID, mntNS uint64) {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var rel string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if p, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
+			rel = p
+		}
+	}
+	if rel == "" {
+		t.Fatalf("pid %d has no cgroup v2 path", pid)
+	}
+	var st unix.Stat_t
+	found := false
+	for _, root := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+		if unix.Stat(root+rel, &st) == nil {
+			found = true
+			break
+		}
+	}
+	if !found {
+		t.Fatalf("cgroup %s of pid %d not found", rel, pid)
+	}
+	var ns unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/mnt", pid), &ns); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino, ns.Ino
+}
+
+// TestCRIContainers runs real pods through CRI on a private containerd and
+// checks what the tracer and classifier report, attributed to the right
+// pod and container by the container's cgroup id (and mount namespace for
+// nsenter).
+func TestCRIContainers(t *testing.T) {
+	env := testenv.StartContainerd(t)
+	tr, err := bpf.NewTracer(bpf.Config{ExecFailures: true})
+	if errors.Is(err, unix.EPERM) {
+		testenv.Unavailable(t, "eBPF not permitted: "+err.Error())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+
+	var mu sync.Mutex
+	byCgroup, byMnt := map[uint64]Container{}, map[uint64]Container{}
+	cl := New(Options{Node: "n1", Containers: lockedContainers{&mu, byCgroup, byMnt}})
+	var findings []*loupev1.Finding
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tr.Read(ctx, func(ev *bpf.Event) {
+			fs := cl.Classify(ev)
+			mu.Lock()
+			findings = append(findings, fs...)
+			mu.Unlock()
+		})
+	}()
+	defer func() { cancel(); <-done }()
+
+	track := func(c *testenv.Container, pod *testenv.Pod) (uint64, uint64) {
+		cg, mnt := containerKeys(t, c.PID(t))
+		ref := &loupev1.ContainerRef{Id: c.ID(), Name: c.Name(), Pod: pod.Name(), Namespace: pod.Namespace(), PodUid: pod.UID()}
+		mu.Lock()
+		byCgroup[cg] = Container{Ref: ref}
+		byMnt[mnt] = Container{Ref: ref}
+		mu.Unlock()
+		if err := tr.TrackCgroup(cg); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.TrackMntNS(mnt); err != nil {
+			t.Fatal(err)
+		}
+		return cg, mnt
+	}
+	find := func(what string, pred func(*loupev1.Finding) bool) *loupev1.Finding {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			mu.Lock()
+			for _, f := range findings {
+				if pred(f) {
+					mu.Unlock()
+					return f
+				}
+			}
+			mu.Unlock()
+		}
+		mu.Lock()
+		for _, f := range findings {
+			t.Logf("seen: %s %s %s", f.Kind, f.Severity, f.Summary)
+		}
+		mu.Unlock()
+		t.Fatalf("no finding: %s", what)
+		return nil
+	}
+
+	// busybox: kubectl exec … sh -c id
+	bbPod := env.RunPod(t, testenv.PodConfig{Name: "bb-0", Namespace: "tools"})
+	bb := bbPod.Start(t, testenv.ContainerConfig{Name: "bb", Image: env.Image(t, testenv.Busybox)})
+	bbCg, bbMnt := track(bb, bbPod)
+	res, err := bb.Exec(t, []string{"sh", "-c", "id"}, 5*time.Second)
+	if err != nil || res.ExitCode != 0 || !strings.Contains(string(res.Stdout), "uid=0") {
+		t.Fatalf("ExecSync sh -c id: %v %+v", err, res)
+	}
+	sh := find("SHELL_EXEC in busybox", func(f *loupev1.Finding) bool {
+		return f.Kind == loupev1.Kind_KIND_SHELL_EXEC && slices.Equal(f.Process.GetArgv(), []string{"sh", "-c", "id"})
+	})
+	if sh.Container.GetId() != bb.ID() || sh.Container.GetPod() != "bb-0" || sh.Container.GetNamespace() != "tools" ||
+		sh.Process.CgroupId != bbCg || sh.Process.Nsenter {
+		t.Errorf("shell finding attribution: %v", sh)
+	}
+	// (busybox sh runs id as an in-process applet: no exec of its own)
+
+	// distroless: the app itself tries /bin/sh
+	dlPod := env.RunPod(t, testenv.PodConfig{Name: "api-7d", Namespace: "payments"})
+	dl := dlPod.Start(t, testenv.ContainerConfig{Name: "api", Image: env.Image(t, testenv.Distroless)})
+	track(dl, dlPod)
+	appPID := dl.PID(t)
+	dl.RequestExec(t, "/bin/sh", "-c", "id")
+	failed := find("EXEC_FAILED of /bin/sh in distroless", func(f *loupev1.Finding) bool {
+		return f.Kind == loupev1.Kind_KIND_EXEC_FAILED && f.Process.GetFilename() == "/bin/sh"
+	})
+	if failed.Container.GetId() != dl.ID() || failed.Container.GetPod() != "api-7d" || failed.Process.Errno != int32(unix.ENOENT) ||
+		failed.Process.Pid != int32(appPID) || failed.Severity != loupev1.Severity_SEVERITY_HIGH ||
+		!slices.Equal(failed.Process.Argv, []string{"/bin/sh", "-c", "id"}) {
+		t.Errorf("failed exec finding: %v", failed)
+	}
+
+	// nsenter from the host into the busybox container's mount namespace
+	testenv.RequireCommand(t, "nsenter")
+	out, err := exec.Command("nsenter", "-t", strconv.Itoa(bb.PID(t)), "-m", "/bin/sh", "-c", "exit 0").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nsenter: %v: %s", err, out)
+	}
+	ns := find("nsenter shell", func(f *loupev1.Finding) bool {
+		return f.Kind == loupev1.Kind_KIND_SHELL_EXEC && f.Process.GetNsenter()
+	})
+	if ns.Container.GetId() != bb.ID() || ns.Process.MntNs != bbMnt || ns.Severity != loupev1.Severity_SEVERITY_HIGH {
+		t.Errorf("nsenter finding: %v", ns)
+	}
+}
+
+type lockedContainers struct {
+	mu           *sync.Mutex
+	byCgroup, ns map[uint64]Container
+}
+
+func (l lockedContainers) ByCgroupID(id uint64) (Container, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c, ok := l.byCgroup[id]
+	return c, ok
+}
+
+func (l lockedContainers) ByMntNS(ino uint64) (Container, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c, ok := l.ns[ino]
+	return c, ok
+}
