@@ -192,3 +192,84 @@ func (l lockedContainers) ByMntNS(ino uint64) (Container, bool) {
 	c, ok := l.ns[ino]
 	return c, ok
 }
+
+// TestCRIEnforcement kills a shell exec'd through CRI (kubectl exec) into a
+// container selected by a kill policy, before the shell prints anything.
+func TestCRIEnforcement(t *testing.T) {
+	env := testenv.StartContainerd(t)
+	tr, err := bpf.NewTracer(bpf.Config{Enforce: true})
+	if errors.Is(err, unix.EPERM) {
+		testenv.Unavailable(t, "eBPF not permitted: "+err.Error())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	policy := bpf.KillPolicy{Selectors: []bpf.KillSelector{{Namespace: "locked", Pod: "bb-*"}}}
+
+	var mu sync.Mutex
+	byCgroup := map[uint64]Container{}
+	cl := New(Options{Node: "n1", Containers: lockedContainers{&mu, byCgroup, map[uint64]Container{}}})
+	var findings []*loupev1.Finding
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tr.Read(ctx, func(ev *bpf.Event) {
+			fs := cl.Classify(ev)
+			mu.Lock()
+			findings = append(findings, fs...)
+			mu.Unlock()
+		})
+	}()
+	defer func() { cancel(); <-done }()
+
+	start := func(ns string) *testenv.Container {
+		pod := env.RunPod(t, testenv.PodConfig{Name: "bb-1", Namespace: ns})
+		c := pod.Start(t, testenv.ContainerConfig{Name: "bb", Image: env.Image(t, testenv.Busybox)})
+		cg, _ := containerKeys(t, c.PID(t))
+		mu.Lock()
+		byCgroup[cg] = Container{Ref: &loupev1.ContainerRef{Id: c.ID(), Name: "bb", Pod: pod.Name(), Namespace: ns}}
+		mu.Unlock()
+		if err := tr.TrackCgroup(cg); err != nil {
+			t.Fatal(err)
+		}
+		if policy.Matches(ns, pod.Name(), testenv.Busybox.Ref()) {
+			if err := tr.KillShellsIn(cg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return c
+	}
+	locked := start("locked")
+	free := start("free")
+
+	res, err := locked.Exec(t, []string{"sh", "-c", "echo loupe-pwned"}, 5*time.Second)
+	if err == nil && (res.ExitCode == 0 || strings.Contains(string(res.Stdout), "loupe-pwned")) {
+		t.Fatalf("shell in an enforced container ran: %+v", res)
+	}
+	t.Logf("enforced exec: err=%v result=%+v", err, res)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		var killed *loupev1.Finding
+		for _, f := range findings {
+			if f.Action == "killed" && f.Container.GetId() == locked.ID() {
+				killed = f
+			}
+		}
+		mu.Unlock()
+		if killed != nil {
+			if killed.Kind != loupev1.Kind_KIND_SHELL_EXEC || killed.Severity != loupev1.Severity_SEVERITY_HIGH {
+				t.Errorf("killed finding: %v", killed)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no finding with action=killed")
+		}
+	}
+	res, err = free.Exec(t, []string{"sh", "-c", "echo loupe-free"}, 5*time.Second)
+	if err != nil || res.ExitCode != 0 || !strings.Contains(string(res.Stdout), "loupe-free") {
+		t.Errorf("shell in a container outside the policy: %v %+v", err, res)
+	}
+}
