@@ -58,6 +58,11 @@ func ParseOverlayOptions(opts []string) (OverlayMount, error) {
 	if len(m.Lower) == 0 {
 		return m, fmt.Errorf("parse overlay options: no lowerdir")
 	}
+	for _, p := range m.Lower {
+		if p == "" {
+			return m, fmt.Errorf("parse overlay options: empty lowerdir entry")
+		}
+	}
 	for _, p := range append(append([]string(nil), m.Lower...), m.Upper, m.Work) {
 		if p != "" && (!strings.HasPrefix(p, "/") || strings.Contains(p, "\x00")) {
 			return m, fmt.Errorf("parse overlay options: path %q is not absolute", p)
