@@ -8,8 +8,11 @@ package classify
 import (
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -57,12 +60,32 @@ type Options struct {
 	Procs *ProcTable
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// PathSearchWindow, when > 0, holds failed execs (ENOENT, ENOTDIR,
+	// EACCES) of absolute paths for up to this long: if the same thread
+	// then execs the same command name successfully, the failures were a
+	// PATH search (execvp, dash) and are dropped, and the exec's finding
+	// counts them in details.path_search_misses. Held failures are
+	// released by later Classify calls and by Flush, which the caller must
+	// then call periodically (e.g. every window). 0 reports every failure
+	// at once.
+	PathSearchWindow time.Duration
 }
 
 // Classifier turns events into findings. It is safe for concurrent use.
 type Classifier struct {
 	opts Options
 	log  *slog.Logger
+
+	mu      sync.Mutex
+	pending map[uint32]*heldFailures // by thread id
+}
+
+// heldFailures are failed execs of one thread for one command name.
+type heldFailures struct {
+	name     string
+	pid      uint32
+	since    time.Time
+	findings []*loupev1.Finding
 }
 
 // New returns a Classifier.
@@ -74,7 +97,72 @@ func New(opts Options) *Classifier {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Classifier{opts: opts, log: log}
+	return &Classifier{opts: opts, log: log, pending: map[uint32]*heldFailures{}}
+}
+
+// Flush returns the held failed-exec findings older than the
+// PathSearchWindow at now (all of them when now is the zero time).
+func (c *Classifier) Flush(now time.Time) []*loupev1.Finding {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.flushLocked(func(h *heldFailures) bool { return now.IsZero() || now.Sub(h.since) >= c.opts.PathSearchWindow })
+}
+
+func (c *Classifier) flushLocked(pred func(*heldFailures) bool) []*loupev1.Finding {
+	var out []*loupev1.Finding
+	for tid, h := range c.pending {
+		if pred(h) {
+			out = append(out, h.findings...)
+			delete(c.pending, tid)
+		}
+	}
+	return out
+}
+
+// pathSearch applies PathSearchWindow to ev and its findings fs: it returns
+// the findings to emit now.
+func (c *Classifier) pathSearch(ev *bpf.Event, fs []*loupev1.Finding) []*loupev1.Finding {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	out := c.flushLocked(func(h *heldFailures) bool { return now.Sub(h.since) >= c.opts.PathSearchWindow })
+	switch ev.Type {
+	case bpf.EventExit:
+		out = append(out, c.flushLocked(func(h *heldFailures) bool { return h.pid == ev.PID })...)
+		return append(out, fs...)
+	case bpf.EventExecFailed:
+		if !strings.HasPrefix(ev.Filename, "/") || (ev.Errno != int32(syscall.ENOENT) && ev.Errno != int32(syscall.ENOTDIR) && ev.Errno != int32(syscall.EACCES)) {
+			break
+		}
+		name := base(ev.Filename)
+		h := c.pending[ev.TID]
+		if h != nil && h.name != name {
+			out = append(out, h.findings...)
+			h = nil
+		}
+		if h == nil {
+			h = &heldFailures{name: name, pid: ev.PID, since: now}
+			c.pending[ev.TID] = h
+		}
+		h.findings = append(h.findings, fs...)
+		return out
+	case bpf.EventExec:
+		if h := c.pending[ev.TID]; h != nil {
+			delete(c.pending, ev.TID)
+			if h.name == base(ev.Filename) {
+				for _, f := range fs {
+					f.Details["path_search_misses"] = strconv.Itoa(len(h.findings))
+				}
+				return append(out, fs...)
+			}
+			out = append(out, h.findings...)
+		}
+	}
+	if h := c.pending[ev.TID]; h != nil && ev.Type == bpf.EventExecFailed {
+		out = append(out, h.findings...)
+		delete(c.pending, ev.TID)
+	}
+	return append(out, fs...)
 }
 
 // Rule names put in findings.
@@ -91,7 +179,18 @@ const (
 // Classify returns the findings for ev (none for an exit, which only
 // updates the process table). Events outside any known container become
 // host-scope findings (details scope=host) at low severity.
+//
+// With Options.PathSearchWindow set, failed execs may be held back and
+// returned by a later call or by Flush.
 func (c *Classifier) Classify(ev *bpf.Event) []*loupev1.Finding {
+	fs := c.classify(ev)
+	if c.opts.PathSearchWindow <= 0 {
+		return fs
+	}
+	return c.pathSearch(ev, fs)
+}
+
+func (c *Classifier) classify(ev *bpf.Event) []*loupev1.Finding {
 	switch ev.Type {
 	case bpf.EventExit:
 		c.opts.Procs.Exit(ev.PID)

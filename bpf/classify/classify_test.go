@@ -279,3 +279,54 @@ func splitNul(s string) []string {
 	}
 	return append(out, s[start:])
 }
+
+func TestPathSearchWindow(t *testing.T) {
+	c := newTestClassifier(t)
+	c.opts.PathSearchWindow = time.Hour
+	fail := func(tid uint32, file string) *bpf.Event {
+		return &bpf.Event{Type: bpf.EventExecFailed, PID: 400, TID: tid, PPID: 200, CgroupID: 7, Comm: "sh",
+			Filename: file, Argv: []string{"id"}, Errno: 2}
+	}
+	if fs := c.Classify(fail(5, "/usr/local/sbin/id")); len(fs) != 0 {
+		t.Fatalf("failure not held: %v", fs)
+	}
+	if fs := c.Classify(fail(5, "/usr/local/bin/id")); len(fs) != 0 {
+		t.Fatalf("failure not held: %v", fs)
+	}
+	ok := execEv("/usr/bin/id")
+	ok.PID, ok.TID = 400, 5
+	fs := c.Classify(ok)
+	if len(fs) != 1 || fs[0].Kind != loupev1.Kind_KIND_EXEC || fs[0].Details["path_search_misses"] != "2" {
+		t.Fatalf("exec after PATH search: %v", fs)
+	}
+
+	// A failure not followed by the same command is reported: by Flush, …
+	if fs := c.Classify(fail(6, "/bin/sh")); len(fs) != 0 {
+		t.Fatalf("failure not held: %v", fs)
+	}
+	if fs := c.Flush(time.Now()); len(fs) != 0 {
+		t.Fatalf("flushed before the window: %v", fs)
+	}
+	if fs := c.Flush(time.Time{}); len(fs) != 1 || fs[0].Kind != loupev1.Kind_KIND_EXEC_FAILED {
+		t.Fatalf("flush: %v", fs)
+	}
+	// … by the process's exit, …
+	c.Classify(fail(7, "/bin/sh"))
+	if fs := c.Classify(&bpf.Event{Type: bpf.EventExit, PID: 400}); len(fs) != 1 || fs[0].Process.Filename != "/bin/sh" {
+		t.Fatalf("exit: %v", fs)
+	}
+	// … by an exec of something else, …
+	c.Classify(fail(8, "/bin/sh"))
+	other := execEv("/app/server")
+	other.PID, other.TID = 400, 8
+	if fs := c.Classify(other); len(fs) != 2 || fs[0].Kind != loupev1.Kind_KIND_EXEC_FAILED || fs[0].Severity != loupev1.Severity_SEVERITY_HIGH {
+		t.Fatalf("other exec: %v", fs)
+	}
+	// … and by any later event once the window has passed.
+	c.opts.PathSearchWindow = time.Nanosecond
+	c.Classify(fail(9, "/bin/sh"))
+	time.Sleep(time.Millisecond)
+	if fs := c.Classify(&bpf.Event{Type: bpf.EventExit, PID: 1}); len(fs) != 1 {
+		t.Fatalf("expired: %v", fs)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -107,7 +108,8 @@ func TestClassifyRealKernel(t *testing.T) {
 	if _, err := procs.Seed(); err != nil {
 		t.Fatal(err)
 	}
-	cl := New(Options{Node: "n1", Containers: fakeContainers{byCgroup: map[uint64]Container{cgID: ctr}}, Drift: UpperDir{}, Procs: procs})
+	cl := New(Options{Node: "n1", Containers: fakeContainers{byCgroup: map[uint64]Container{cgID: ctr}}, Drift: UpperDir{}, Procs: procs,
+		PathSearchWindow: time.Minute})
 
 	var mu sync.Mutex
 	var findings []*loupev1.Finding
@@ -135,6 +137,13 @@ func TestClassifyRealKernel(t *testing.T) {
 	run("/tmp/evil") // busybox under another name: "applet not found", but it was executed
 	if err := run("/bin/bash", "-c", "id"); !errors.Is(err, syscall.ENOENT) {
 		t.Fatalf("bash in a root without it: %v", err)
+	}
+	// env (glibc execvp) searches PATH with execve: two misses, then /usr/bin/id (on the host root)
+	dash := exec.Command("/usr/bin/env", "id")
+	dash.Env = []string{"PATH=/nonexistent-a:/nonexistent-b:/usr/bin"}
+	dash.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgFD}
+	if out, err := dash.CombinedOutput(); err != nil {
+		t.Fatalf("env id: %v: %s", err, out)
 	}
 
 	find := func(what string, pred func(*loupev1.Finding) bool) *loupev1.Finding {
@@ -166,6 +175,16 @@ func TestClassifyRealKernel(t *testing.T) {
 	if drift.File.GetPath() != "/tmp/evil" || drift.Severity != loupev1.Severity_SEVERITY_HIGH {
 		t.Errorf("drift finding: %v", drift)
 	}
+	id := find("exec of id after a PATH search", func(f *loupev1.Finding) bool {
+		return f.Kind == loupev1.Kind_KIND_EXEC && f.Process.GetComm() == "id"
+	})
+	if id.Details["path_search_misses"] != "2" {
+		t.Errorf("path_search_misses = %q", id.Details["path_search_misses"])
+	}
+	// the held failure of /bin/bash (nothing followed it) comes out of Flush
+	mu.Lock()
+	findings = append(findings, cl.Flush(time.Time{})...)
+	mu.Unlock()
 	failed := find("EXEC_FAILED", func(f *loupev1.Finding) bool { return f.Kind == loupev1.Kind_KIND_EXEC_FAILED })
 	if failed.Process.Filename != "/bin/bash" || failed.Process.Errno != int32(syscall.ENOENT) || failed.Severity != loupev1.Severity_SEVERITY_HIGH {
 		t.Errorf("failed finding: %v", failed)
@@ -175,6 +194,9 @@ func TestClassifyRealKernel(t *testing.T) {
 	for _, f := range findings {
 		if f.Kind == loupev1.Kind_KIND_DRIFT_EXEC && f.File.GetPath() != "/tmp/evil" {
 			t.Errorf("image file reported as drift: %v", f)
+		}
+		if strings.Contains(f.Process.GetFilename(), "nonexistent-") {
+			t.Errorf("PATH-search miss reported: %v", f)
 		}
 	}
 }
