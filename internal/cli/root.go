@@ -23,6 +23,7 @@ directories offline (scan). Collector address: --collector, else $LOUPE_COLLECTO
 		newQueryCmd(),
 		newNodesCmd(),
 		newIngestCmd(),
+		newRunCmd(),
 		newScanCmd(),
 	)
 	return root
