@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"slices"
 
-	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/agent/inspect"
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/bpf/classify"
 	"github.com/loupe-dev/loupe/runtime"
 )

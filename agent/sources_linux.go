@@ -14,9 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/agent/inspect"
 	"github.com/loupe-dev/loupe/agent/inspect/layercache"
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/bpf"
 	"github.com/loupe-dev/loupe/bpf/classify"
 	"github.com/loupe-dev/loupe/runtime"
