@@ -259,18 +259,15 @@ func (c *Classifier) classify(ev *bpf.Event) []*loupev1.Finding {
 			f.Severity = loupev1.Severity_SEVERITY_HIGH
 			f.Summary += "; killed by policy before it ran"
 		}
-		if inContainer && c.opts.Drift != nil && ev.Path != "" && !ev.PathTruncated && ctr.UpperDir != "" {
-			upper, err := c.opts.Drift.InUpperLayer(ctr, ev.Path, ev.Ino)
-			if err != nil {
-				c.log.Debug("drift check failed", "path", ev.Path, "err", err)
-			} else if upper {
+		if inContainer && c.opts.Drift != nil && ctr.UpperDir != "" {
+			if p := c.drifted(ev, ctr); p != "" {
 				d := c.base(ev, ctr, inContainer, proc)
 				d.Kind = loupev1.Kind_KIND_DRIFT_EXEC
 				d.Rule = RuleDrift
 				d.Severity = loupev1.Severity_SEVERITY_HIGH
-				d.File = &loupev1.File{Path: ev.Path, Layer: "upper"}
+				d.File = &loupev1.File{Path: p, Layer: "upper"}
 				d.Action = f.Action
-				d.Summary = fmt.Sprintf("%s, which is not part of the image (upper layer), ran %s", ev.Path, where)
+				d.Summary = fmt.Sprintf("%s, which is not part of the image (upper layer), ran %s", p, where)
 				out = append(out, d)
 			}
 		}
@@ -284,6 +281,34 @@ func (c *Classifier) classify(ev *bpf.Event) []*loupev1.Finding {
 		}
 	}
 	return out
+}
+
+// drifted returns the executed file's path when it is in the upper layer:
+// the resolved path of the binary, or for a script the script's absolute
+// path as passed (the kernel reports the interpreter's inode).
+func (c *Classifier) drifted(ev *bpf.Event, ctr Container) string {
+	var cands []string
+	if ev.Path != "" && !ev.PathTruncated {
+		cands = append(cands, ev.Path)
+	}
+	if ev.Interpreter != "" && strings.HasPrefix(ev.Filename, "/") {
+		cands = append(cands, ev.Filename)
+	}
+	for i, p := range cands {
+		ino := ev.Ino
+		if i > 0 {
+			ino = 0
+		}
+		upper, err := c.opts.Drift.InUpperLayer(ctr, p, ino)
+		if err != nil {
+			c.log.Debug("drift check failed", "path", p, "err", err)
+			continue
+		}
+		if upper {
+			return p
+		}
+	}
+	return ""
 }
 
 // attribute finds the container: by mount namespace for nsenter events

@@ -86,6 +86,9 @@ func TestClassifyRealKernel(t *testing.T) {
 	copyFile(t, busybox, filepath.Join(lower, "bin", "busybox"))
 	os.Symlink("busybox", filepath.Join(lower, "bin", "sh"))
 	copyFile(t, busybox, filepath.Join(upper, "tmp", "evil"))
+	if err := os.WriteFile(filepath.Join(upper, "tmp", "run.sh"), []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
 	if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
 		testenv.Unavailable(t, "cannot mount overlay: "+err.Error())
@@ -135,6 +138,9 @@ func TestClassifyRealKernel(t *testing.T) {
 		t.Fatalf("sh: %v", err)
 	}
 	run("/tmp/evil") // busybox under another name: "applet not found", but it was executed
+	if err := run("/tmp/run.sh"); err != nil {
+		t.Fatalf("script added at runtime: %v", err)
+	}
 	if err := run("/bin/bash", "-c", "id"); !errors.Is(err, syscall.ENOENT) {
 		t.Fatalf("bash in a root without it: %v", err)
 	}
@@ -185,6 +191,12 @@ func TestClassifyRealKernel(t *testing.T) {
 	mu.Lock()
 	findings = append(findings, cl.Flush(time.Time{})...)
 	mu.Unlock()
+	script := find("DRIFT_EXEC of a script", func(f *loupev1.Finding) bool {
+		return f.Kind == loupev1.Kind_KIND_DRIFT_EXEC && f.File.GetPath() == "/tmp/run.sh"
+	})
+	if script.Process.Interpreter != "/bin/sh" {
+		t.Errorf("script drift finding: %v", script)
+	}
 	failed := find("EXEC_FAILED", func(f *loupev1.Finding) bool { return f.Kind == loupev1.Kind_KIND_EXEC_FAILED })
 	if failed.Process.Filename != "/bin/bash" || failed.Process.Errno != int32(syscall.ENOENT) || failed.Severity != loupev1.Severity_SEVERITY_HIGH {
 		t.Errorf("failed finding: %v", failed)
@@ -192,7 +204,7 @@ func TestClassifyRealKernel(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	for _, f := range findings {
-		if f.Kind == loupev1.Kind_KIND_DRIFT_EXEC && f.File.GetPath() != "/tmp/evil" {
+		if f.Kind == loupev1.Kind_KIND_DRIFT_EXEC && f.File.GetPath() != "/tmp/evil" && f.File.GetPath() != "/tmp/run.sh" {
 			t.Errorf("image file reported as drift: %v", f)
 		}
 		if strings.Contains(f.Process.GetFilename(), "nonexistent-") {
