@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,9 @@ func NewTracer(cfg Config) (_ *Tracer, err error) {
 			t.Close()
 		}
 	}()
+	if os.Geteuid() != 0 {
+		log.Warn("exec tracer: not running as root; loading needs CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE")
+	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("load exec tracer: remove memlock limit (needs root or CAP_SYS_RESOURCE): %w", err)
 	}
@@ -97,7 +101,7 @@ func NewTracer(cfg Config) (_ *Tracer, err error) {
 		return nil, fmt.Errorf("load exec tracer: set exec_failures: %w", err)
 	}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
-		return nil, fmt.Errorf("load exec tracer: load programs (needs root with CAP_BPF and CAP_PERFMON, no kernel lockdown): %w", err)
+		return nil, fmt.Errorf("load exec tracer: load programs (needs root with CAP_BPF and CAP_PERFMON%s): %w", lockdownHint(), err)
 	}
 
 	l, err := link.AttachTracing(link.TracingOptions{Program: t.objs.HandleExec})
@@ -232,6 +236,21 @@ func probeHooks() map[string]string {
 		AttachTo: "bprm_check_security", Instructions: insns, License: "GPL"},
 		func(p *ebpf.Program) (link.Link, error) { return link.AttachLSM(link.LSMOptions{Program: p}) })
 	return res
+}
+
+// lockdownHint names an active kernel lockdown, which forbids reading kernel
+// memory from BPF.
+func lockdownHint() string {
+	b, err := os.ReadFile("/sys/kernel/security/lockdown")
+	if err != nil {
+		return ", no kernel lockdown"
+	}
+	for _, mode := range []string{"integrity", "confidentiality"} {
+		if strings.Contains(string(b), "["+mode+"]") {
+			return "; kernel lockdown is in " + mode + " mode"
+		}
+	}
+	return ""
 }
 
 // ensureTracefs mounts tracefs at /sys/kernel/tracing when no tracefs is

@@ -30,6 +30,10 @@ func TestMain(m *testing.M) {
 	switch os.Getenv("LOUPE_BPF_TEST_HELPER") {
 	case "thread-exec":
 		threadExec()
+	case "new-tracer":
+		_, err := NewTracer(Config{})
+		fmt.Printf("error: %v\n", err)
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
@@ -581,5 +585,38 @@ func TestEnforcementOffByDefault(t *testing.T) {
 	tr, _ := startTracer(t, Config{})
 	if err := tr.KillShellsIn(1); !errors.Is(err, ErrEnforcementOff) {
 		t.Errorf("KillShellsIn without Enforce: %v", err)
+	}
+}
+
+// Without privileges NewTracer fails with a message saying what is missing.
+func TestUnprivilegedFailsClearly(t *testing.T) {
+	testenv.RequireRoot(t) // to drop to nobody
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "loupe-bpf-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "bpf.test")
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), "LOUPE_BPF_TEST_HELPER=new-tracer")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "error: load exec tracer: remove memlock limit (needs root") {
+		t.Errorf("unprivileged NewTracer said: %s", out)
 	}
 }

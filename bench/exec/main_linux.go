@@ -7,7 +7,7 @@
 // It prints exec/s ratios against an untraced run made in the same process
 // and the events lost. Run as root:
 //
-//	go run ./bench/exec -n 50000
+//	go run ./bench/exec -n 50000 -rounds 10
 package main
 
 import (
@@ -32,10 +32,11 @@ import (
 func main() {
 	n := flag.Int("n", 50000, "execs per storm")
 	workers := flag.Int("workers", 2, "concurrent fork+exec workers")
-	loops := flag.Int("syscalls", 5_000_000, "getppid calls per per-syscall measurement")
+	loops := flag.Int("syscalls", 1_000_000, "getppid calls per round of the per-syscall measurement")
+	rounds := flag.Int("rounds", 10, "alternating untraced/traced rounds per comparison")
 	bin := flag.String("bin", "/bin/true", "program to exec")
 	flag.Parse()
-	if err := run(*n, *workers, *loops, *bin); err != nil {
+	if err := run(*n, *workers, *loops, *rounds, *bin); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/exec:", err)
 		os.Exit(1)
 	}
@@ -48,7 +49,7 @@ type storm struct {
 	elapsed     time.Duration
 }
 
-func run(n, workers, loops int, bin string) error {
+func run(n, workers, loops, rounds int, bin string) error {
 	cgDir, cgID, cgFD, err := makeCgroup()
 	if err != nil {
 		return err
@@ -57,7 +58,6 @@ func run(n, workers, loops int, bin string) error {
 	defer unix.Close(cgFD)
 	fmt.Printf("exec storm: %d execs of %s, %d workers, %d CPUs, kernel cgroup id %d\n\n", n, bin, workers, runtime.NumCPU(), cgID)
 
-	rounds := 5
 	per := n / rounds
 	if per < 1 {
 		per = 1
@@ -102,9 +102,9 @@ func run(n, workers, loops int, bin string) error {
 		fmt.Printf("%-50s untraced %6.0f exec/s  traced %6.0f exec/s  ratio %.3f  events %6d  lost %d\n",
 			c.name, base.execsPerSec, traced.execsPerSec, traced.execsPerSec/base.execsPerSec, traced.events, traced.lost)
 	}
-	fmt.Printf("\ngetppid loop (%d calls a round, median of 5 alternating rounds):\n", loops)
+	fmt.Printf("\ngetppid loop (%d calls a round, median of %d alternating rounds):\n", loops, 2*rounds+1)
 	var base, off, on []float64
-	for r := 0; r < 5; r++ {
+	for r := 0; r < 2*rounds+1; r++ {
 		for _, m := range []struct {
 			cfg *bpf.Config
 			out *[]float64
