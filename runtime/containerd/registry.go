@@ -27,6 +27,7 @@ import (
 	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
@@ -114,6 +115,9 @@ type Registry struct {
 	readyErr error
 	readyCh  chan struct{} // closed at the first successful sync
 
+	versionMu sync.Mutex
+	versions  map[string]entryVersion // what each entry was built from
+
 	parentMu sync.Mutex
 	parents  map[string]string // snapshotter + "\x00" + committed snapshot name → parent
 
@@ -139,6 +143,7 @@ func New(cfg Config) *Registry {
 		readyCh:  make(chan struct{}),
 		parents:  map[string]string{},
 		pending:  map[string]*time.Timer{},
+		versions: map[string]entryVersion{},
 	}
 	r.v2root, r.v2err = runtime.CgroupV2Root(cfg.HostRoot)
 	if m := cfg.Metrics; m != nil {
@@ -280,7 +285,7 @@ func (r *Registry) sync(ctx context.Context, client *ctrd.Client) error {
 	}
 	tl, err := client.TaskService().List(ctx, &tasks.ListTasksRequest{})
 	if err != nil {
-		return fmt.Errorf("list tasks: %w", err)
+		return fmt.Errorf("list tasks: %w", errgrpc.ToNative(err))
 	}
 	procs := map[string]*tasktypes.Process{}
 	for _, p := range tl.Tasks {
@@ -308,6 +313,11 @@ func (r *Registry) sync(ctx context.Context, client *ctrd.Client) error {
 			if r.beforeInspect != nil {
 				r.beforeInspect(info.ID)
 			}
+			v := versionOf(info, procs[info.ID], digests[info.Image])
+			if prev, ok := r.Get(info.ID); ok && r.unchanged(info.ID, v) {
+				built[i] = prev // nothing changed since it was built: no need to inspect again
+				return
+			}
 			built[i], errsOut[i] = r.build(ctx, client, info, procs[info.ID], digests[info.Image])
 		}(i)
 	}
@@ -322,6 +332,7 @@ func (r *Registry) sync(ctx context.Context, client *ctrd.Client) error {
 			return fmt.Errorf("inspect container %s: %w", infos[i].ID, err)
 		}
 		seen[c.ID] = true
+		r.setVersion(c.ID, versionOf(infos[i], procs[c.ID], digests[infos[i].Image]))
 		r.put(c)
 	}
 	for _, c := range r.List() {
@@ -351,6 +362,9 @@ func (r *Registry) put(c *runtime.Container) {
 }
 
 func (r *Registry) remove(id string) {
+	r.versionMu.Lock()
+	delete(r.versions, id)
+	r.versionMu.Unlock()
 	c := r.Store.Delete(id)
 	if c == nil {
 		return
@@ -362,6 +376,37 @@ func (r *Registry) remove(id string) {
 		r.publish(runtime.Event{Type: runtime.EventStop, Container: c})
 	}
 	r.publish(runtime.Event{Type: runtime.EventRemove, Container: c})
+}
+
+// entryVersion is what an entry was built from: when none of it changed, a
+// resync reuses the entry instead of inspecting the container again.
+type entryVersion struct {
+	updated time.Time
+	pid     uint32
+	status  tasktypes.Status
+	exit    uint32
+	digest  string
+}
+
+func versionOf(info containers.Container, p *tasktypes.Process, digest string) entryVersion {
+	v := entryVersion{updated: info.UpdatedAt, digest: digest}
+	if p != nil {
+		v.pid, v.status, v.exit = p.Pid, p.Status, p.ExitStatus
+	}
+	return v
+}
+
+func (r *Registry) setVersion(id string, v entryVersion) {
+	r.versionMu.Lock()
+	r.versions[id] = v
+	r.versionMu.Unlock()
+}
+
+func (r *Registry) unchanged(id string, v entryVersion) bool {
+	r.versionMu.Lock()
+	defer r.versionMu.Unlock()
+	old, ok := r.versions[id]
+	return ok && old == v
 }
 
 func live(s runtime.State) bool { return s == runtime.StateRunning || s == runtime.StatePaused }
@@ -433,7 +478,7 @@ func (r *Registry) refresh(ctx context.Context, client *ctrd.Client, id string) 
 	var proc *tasktypes.Process
 	if tr, err := client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id}); err == nil {
 		proc = tr.Process
-	} else if !errdefs.IsNotFound(err) {
+	} else if err = errgrpc.ToNative(err); !errdefs.IsNotFound(err) {
 		r.log.Warn("inspect task", "id", id, "err", err)
 	}
 	digest := ""
@@ -441,6 +486,9 @@ func (r *Registry) refresh(ctx context.Context, client *ctrd.Client, id string) 
 		digest = im.Target.Digest.String()
 	}
 	c, err := r.build(ctx, client, info, proc, digest)
+	if err == nil {
+		r.setVersion(id, versionOf(info, proc, digest))
+	}
 	if errors.Is(err, errVanished) {
 		r.remove(id)
 		return
@@ -701,7 +749,7 @@ func (r *Registry) stopPendingExecs() {
 // ExecPID maps an exec id to its host PID through task.Pids (the runc
 // shim's ProcessDetails); 0 when it is not (or no longer) running.
 func ExecPID(ctx context.Context, client *ctrd.Client, cid, eid string) int {
-	resp, err := client.TaskService().ListPids(ctx, &tasks.ListPidsRequest{ContainerID: cid})
+	resp, err := client.TaskService().ListPids(ctx, &tasks.ListPidsRequest{ContainerID: cid}) // any error: unknown
 	if err != nil {
 		return 0
 	}

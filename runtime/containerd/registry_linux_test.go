@@ -213,6 +213,43 @@ func TestStopAndRemoveWithinOneSecond(t *testing.T) {
 	t.Logf("removal reflected after %s", time.Since(removed))
 }
 
+func TestPausedContainer(t *testing.T) {
+	env := testenv.StartContainerd(t)
+	r, evs := startRegistry(t, env, nil)
+	pod := env.RunPod(t, testenv.PodConfig{Name: "frozen", Namespace: "ops"})
+	ctr := pod.Start(t, testenv.ContainerConfig{Name: "app", Image: env.Image(t, testenv.Distroless)})
+	c := waitEvent(t, evs, 5*time.Second, "start", func(ev runtime.Event) bool {
+		return ev.Type == runtime.EventStart && ev.Container.ID == ctr.ID()
+	}).Container
+	ctx := context.Background()
+	cc, err := env.Client().LoadContainer(ctx, ctr.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := cc.Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitCond(t, 2*time.Second, "paused state", func() bool {
+		p, ok := r.Get(ctr.ID())
+		return ok && p.State == runtime.StatePaused
+	})
+	// A paused container is still itself: same PID, still found by cgroup id.
+	if p, ok := r.ByCgroupID(c.CgroupID); !ok || p.PID != c.PID || p.State != runtime.StatePaused {
+		t.Errorf("paused container lookup: %+v %v", p, ok)
+	}
+	if err := task.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitCond(t, 2*time.Second, "running again", func() bool {
+		p, ok := r.Get(ctr.ID())
+		return ok && p.State == runtime.StateRunning
+	})
+}
+
 func TestExecEvents(t *testing.T) {
 	env := testenv.StartContainerd(t)
 	r, evs := startRegistry(t, env, nil)
