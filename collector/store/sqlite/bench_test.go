@@ -12,9 +12,16 @@ import (
 )
 
 // BenchmarkIngest500 measures one 500-finding batch (realistic ~1 KiB
-// findings) into a growing database; bench/ingest has the end-to-end figures.
+// findings) into a growing database, with synchronous=FULL (the default) and
+// NORMAL; bench/ingest has the end-to-end figures.
 func BenchmarkIngest500(b *testing.B) {
-	s, err := Open(context.Background(), "sqlite://"+filepath.Join(b.TempDir(), "b.db"))
+	for _, mode := range []string{"full", "normal"} {
+		b.Run("synchronous="+mode, func(b *testing.B) { benchIngest(b, mode) })
+	}
+}
+
+func benchIngest(b *testing.B, mode string) {
+	s, err := Open(context.Background(), "sqlite://"+filepath.Join(b.TempDir(), "b.db")+"?synchronous="+mode)
 	if err != nil {
 		b.Fatal(err)
 	}
