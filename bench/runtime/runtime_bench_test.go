@@ -21,8 +21,8 @@ import (
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 const (
-	pods          = 10
-	perPod        = 5 // 50 running containers (+ 10 sandboxes)
+	pods   = 10
+	perPod = 5 // 50 running containers (+ 10 sandboxes)
 )
 
 func BenchmarkRegistry(b *testing.B) {
