@@ -15,6 +15,8 @@ import (
 	ctrd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 
 	"github.com/loupe-dev/loupe/internal/testenv"
@@ -176,6 +178,64 @@ func TestCRIPodIdentityAndRootfs(t *testing.T) {
 	}
 	if _, ok := r.ByPID(os.Getpid()); ok {
 		t.Error("the test process was attributed to a container")
+	}
+}
+
+// TestHostRootAndMetrics runs the registry as in a pod, with the host seen
+// under a prefix (here: symlinks to the real /proc, /sys and /tmp), and with
+// metrics on a private Prometheus registry.
+func TestHostRootAndMetrics(t *testing.T) {
+	env := testenv.StartContainerd(t)
+	host := t.TempDir()
+	for _, d := range []string{"proc", "sys", "tmp"} {
+		if err := os.Symlink("/"+d, filepath.Join(host, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	preg := prometheus.NewPedanticRegistry()
+	m, err := NewMetrics(preg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, evs := startRegistry(t, env, func(c *Config) { c.HostRoot = host; c.Metrics = m })
+	pod := env.RunPod(t, testenv.PodConfig{Name: "prefixed", Namespace: "ops"})
+	ctr := pod.Start(t, testenv.ContainerConfig{Name: "app", Image: env.Image(t, testenv.Distroless)})
+	c := waitEvent(t, evs, 5*time.Second, "start", func(ev runtime.Event) bool {
+		return ev.Type == runtime.EventStart && ev.Container.ID == ctr.ID()
+	}).Container
+	if c.CgroupID == 0 || c.MountNS == 0 || c.PID != ctr.PID(t) || len(c.Warnings) != 0 {
+		t.Errorf("entry under a host root: %+v", c)
+	}
+	for _, p := range []string{c.Rootfs.Upper, c.Rootfs.Merged, c.Rootfs.Layers[0].Dir} {
+		if !strings.HasPrefix(p, host+"/") {
+			t.Errorf("path %s lacks the host root %s", p, host)
+		}
+		if _, err := os.Stat(p); err != nil {
+			t.Error(err)
+		}
+	}
+	t0 := time.Now()
+	if _, err := ctr.Exec(t, []string{"/bin/sh"}, 5*time.Second); err == nil {
+		t.Fatal("exec of /bin/sh in distroless succeeded")
+	}
+	ev := waitEvent(t, evs, 5*time.Second, "exec_failed", func(ev runtime.Event) bool {
+		return ev.Type == runtime.EventExecFailed && ev.Container.ID == ctr.ID()
+	})
+	t.Logf("exec failed after %s", time.Since(t0))
+	if ev.Exec.Path != "/bin/sh" {
+		t.Errorf("runc log under the host root not read: %+v", ev.Exec)
+	}
+	if got := testutil.ToFloat64(m.ready); got != 1 {
+		t.Errorf("loupe_runtime_ready = %v", got)
+	}
+	if got := testutil.ToFloat64(m.events.WithLabelValues("exec_failed")); got < 1 {
+		t.Errorf("exec_failed events counted: %v", got)
+	}
+	if got := testutil.ToFloat64(m.containers); got != float64(r.Len()) || got < 2 {
+		t.Errorf("loupe_runtime_containers = %v, registry has %d", got, r.Len())
+	}
+	if _, err := preg.Gather(); err != nil {
+		t.Errorf("metrics do not gather cleanly: %v", err)
 	}
 }
 
