@@ -348,6 +348,13 @@ func (r *Registry) sync(ctx context.Context, client *ctrd.Client) error {
 
 // put stores c and publishes the start/stop its state change implies.
 func (r *Registry) put(c *runtime.Container) {
+	if c.State == runtime.StateCreated {
+		// A task deleted after its exit (as the CRI plugin does) leaves a
+		// container without a task: it stays stopped, not created.
+		if old, ok := r.Get(c.ID); ok && (old.State == runtime.StateStopped || live(old.State)) {
+			c.State, c.ExitCode = runtime.StateStopped, old.ExitCode
+		}
+	}
 	prev := r.Store.Put(c)
 	if m := r.cfg.Metrics; m != nil {
 		m.containers.Set(float64(r.Len()))

@@ -261,6 +261,11 @@ func TestStopAndRemoveWithinOneSecond(t *testing.T) {
 		t.Error("stopped container still found by cgroup id")
 	}
 	t.Logf("stop reflected after %s", time.Since(stopped))
+	// The CRI plugin deletes the task after the exit: still stopped, not "created".
+	time.Sleep(200 * time.Millisecond)
+	if c, ok := r.Get(ctr.ID()); !ok || c.State != runtime.StateStopped || c.PID != 0 {
+		t.Errorf("stopped container after task delete: %+v", c)
+	}
 
 	ctr.Remove(t)
 	removed := time.Now()
@@ -271,6 +276,30 @@ func TestStopAndRemoveWithinOneSecond(t *testing.T) {
 		t.Error("removed container still in the registry")
 	}
 	t.Logf("removal reflected after %s", time.Since(removed))
+}
+
+func TestPrivilegedReadOnlyNonRoot(t *testing.T) {
+	env := testenv.StartContainerd(t)
+	r, _ := startRegistry(t, env, nil)
+	ref := env.Image(t, testenv.Distroless)
+	pod := env.RunPod(t, testenv.PodConfig{Name: "sec", Namespace: "ops", Privileged: true})
+	uid := int64(65532)
+	priv := pod.Start(t, testenv.ContainerConfig{Name: "priv", Image: ref, Privileged: true})
+	ro := pod.Start(t, testenv.ContainerConfig{Name: "ro", Image: ref, ReadOnlyRootfs: true, RunAsUser: &uid, Args: []string{"--flag"}})
+	waitCond(t, 5*time.Second, "both running", func() bool {
+		a, ok1 := r.Get(priv.ID())
+		b, ok2 := r.Get(ro.ID())
+		return ok1 && ok2 && a.State == runtime.StateRunning && b.State == runtime.StateRunning
+	})
+	a, _ := r.Get(priv.ID())
+	b, _ := r.Get(ro.ID())
+	if !a.Spec.Privileged || !slices.Contains(a.Spec.CapBounding, "CAP_SYS_ADMIN") || a.Spec.UID != 0 {
+		t.Errorf("privileged container: %+v", a.Spec)
+	}
+	if b.Spec.Privileged || !b.Spec.ReadOnlyRootfs || b.Spec.UID != 65532 || slices.Contains(b.Spec.CapBounding, "CAP_SYS_ADMIN") ||
+		!slices.Equal(b.Spec.Args, []string{"/app", "--flag"}) {
+		t.Errorf("read-only non-root container: %+v", b.Spec)
+	}
 }
 
 func TestPausedContainer(t *testing.T) {
