@@ -47,7 +47,8 @@ const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b785
 
 // scanLayer walks dir iteratively (never recursing, never following a
 // symlink) and hashes/classifies its regular files on opts.Workers goroutines.
-func scanLayer(ctx context.Context, dir, id string, mode layerMode, opts Options) (*LayerResult, error) {
+// label names the layer in OnFile and Progress callbacks.
+func scanLayer(ctx context.Context, dir, id, label string, mode layerMode, opts Options) (*LayerResult, error) {
 	start := time.Now()
 	root, err := safefs.OpenRoot(dir)
 	if err != nil {
@@ -83,10 +84,6 @@ func scanLayer(ctx context.Context, dir, id string, mode layerMode, opts Options
 	var files, bytesSeen atomic.Int64
 	go func() {
 		defer close(collected)
-		label := id
-		if label == "" {
-			label = dir
-		}
 		last := time.Now()
 		for e := range out {
 			if opts.OnFile != nil {

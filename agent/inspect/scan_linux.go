@@ -33,9 +33,9 @@ func (f rootFS) Lookup(p string) (byte, bool) {
 }
 
 // layer scans one image layer, through the cache when it has an id.
-func (s *Scanner) layer(ctx context.Context, l Layer) (*LayerResult, bool, error) {
+func (s *Scanner) layer(ctx context.Context, l Layer, label string) (*LayerResult, bool, error) {
 	if l.ID == "" {
-		r, err := scanLayer(ctx, l.Dir, "", modeOverlay, s.opts)
+		r, err := scanLayer(ctx, l.Dir, "", label, modeOverlay, s.opts)
 		return r, false, err
 	}
 	if s.cache != nil {
@@ -58,7 +58,7 @@ func (s *Scanner) layer(ctx context.Context, l Layer) (*LayerResult, bool, error
 	f := &flight{done: make(chan struct{})}
 	s.inflight[l.ID] = f
 	s.mu.Unlock()
-	f.res, f.err = scanLayer(ctx, l.Dir, l.ID, modeOverlay, s.opts)
+	f.res, f.err = scanLayer(ctx, l.Dir, l.ID, label, modeOverlay, s.opts)
 	if f.err == nil && s.cache != nil && f.res.Truncated == "" {
 		if err := s.cache.Put(f.res); err != nil {
 			s.log.Warn("layer cache write failed", "layer", l.ID, "err", err)
@@ -92,13 +92,13 @@ func (s *Scanner) Scan(ctx context.Context, t Target) (*Report, error) {
 	switch {
 	case len(t.Layers) > 0:
 		for i, l := range t.Layers {
-			lr, cached, err := s.layer(ctx, l)
-			if err != nil {
-				return nil, fmt.Errorf("scan layer %d (%s): %w", i, l.Dir, err)
-			}
 			name := l.ID
 			if name == "" {
 				name = fmt.Sprintf("layer%d", i)
+			}
+			lr, cached, err := s.layer(ctx, l, name)
+			if err != nil {
+				return nil, fmt.Errorf("scan layer %d (%s): %w", i, l.Dir, err)
 			}
 			root, err := open(l.Dir)
 			if err != nil {
@@ -108,13 +108,13 @@ func (s *Scanner) Scan(ctx context.Context, t Target) (*Report, error) {
 			views = append(views, newView(name, lr, rootFS{root}, false))
 		}
 	case t.Root != "":
-		lr, err := scanLayer(ctx, t.Root, "", modeRoot, s.opts)
-		if err != nil {
-			return nil, fmt.Errorf("scan %s: %w", t.Root, err)
-		}
 		name := t.RootLayer
 		if name == "" {
 			name = "rootfs"
+		}
+		lr, err := scanLayer(ctx, t.Root, "", name, modeRoot, s.opts)
+		if err != nil {
+			return nil, fmt.Errorf("scan %s: %w", t.Root, err)
 		}
 		root, err := open(t.Root)
 		if err != nil {
@@ -128,7 +128,7 @@ func (s *Scanner) Scan(ctx context.Context, t Target) (*Report, error) {
 	d := &detector{t: t, opts: s.opts, now: time.Now(), seenMulti: map[string]bool{}}
 	lower := views
 	if t.Upper != "" {
-		ur, err := scanLayer(ctx, t.Upper, "", modeUpper, s.opts)
+		ur, err := scanLayer(ctx, t.Upper, "", UpperLayer, modeUpper, s.opts)
 		if err != nil {
 			return nil, fmt.Errorf("scan upper dir %s: %w", t.Upper, err)
 		}

@@ -172,7 +172,7 @@ func dropCaches() {
 }
 
 // generate creates (once) n files with a deterministic mix of sizes:
-// 70% 1-16 KiB, 25% 16 KiB-1 MiB, 5% 1-16 MiB (about 2 GiB for 50,000).
+// 70% 1-8 KiB, 25% 8-128 KiB, 5% 128 KiB-1 MiB (about 2.2 GiB for 50,000).
 func generate(dir string, n int) (int, int64) {
 	done := filepath.Join(dir + ".done")
 	r := rand.New(rand.NewPCG(1, 2))
@@ -181,11 +181,11 @@ func generate(dir string, n int) (int, int64) {
 	for i := range sizes {
 		switch p := r.IntN(100); {
 		case p < 70:
-			sizes[i] = 1<<10 + r.IntN(15<<10)
+			sizes[i] = 1<<10 + r.IntN(7<<10)
 		case p < 95:
-			sizes[i] = 16<<10 + r.IntN(1008<<10)
+			sizes[i] = 8<<10 + r.IntN(120<<10)
 		default:
-			sizes[i] = 1<<20 + r.IntN(15<<20)
+			sizes[i] = 128<<10 + r.IntN(896<<10)
 		}
 		total += int64(sizes[i])
 	}

@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -133,6 +135,14 @@ func TestScanDirectoryTable(t *testing.T) {
 	}
 	if !strings.Contains(out, "IMAGE_PROFILE") || !strings.Contains(out, "distroless-static") || !strings.Contains(stderr, "files") {
 		t.Fatalf("out %s stderr %s", out, stderr)
+	}
+	index := filepath.Join(t.TempDir(), "index.jsonl")
+	if _, stderr, err := run(t, "scan", dir, "-q", "-o", "json", "--index", index); err != nil {
+		t.Fatal(err, stderr)
+	}
+	if b, _ := os.ReadFile(index); !strings.Contains(string(b), `"path":"/app/run","layer":"rootfs"`) ||
+		!strings.Contains(string(b), fmt.Sprintf(`"sha256":"%x"`, sha256.Sum256([]byte("#!/bin/sh\n")))) {
+		t.Fatalf("index: %s", b)
 	}
 	if _, _, err := run(t, "scan", filepath.Join(dir, "app/run")); err == nil || !strings.Contains(err.Error(), "neither a directory nor an image tarball") {
 		t.Fatalf("plain file: %v", err)
