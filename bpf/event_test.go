@@ -171,3 +171,16 @@ func TestRingSize(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkDecodeEvent(b *testing.B) {
+	r := rec{typ: 1, filename: []byte("/usr/bin/python3\x00"), path: []byte("python3.11\x00bin\x00usr\x00"),
+		argv: []byte("python3\x00-c\x00import os; os.system('id')\x00--flag\x00value\x00"), comm: "python3"}.bytes()
+	b.SetBytes(int64(len(r)))
+	b.ReportAllocs()
+	var ev Event
+	for b.Loop() {
+		if err := DecodeEvent(r, time.Time{}, &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
