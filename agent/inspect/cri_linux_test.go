@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/agent/inspect"
 	"github.com/loupe-dev/loupe/agent/inspect/layercache"
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/internal/testenv"
 	"github.com/loupe-dev/loupe/runtime"
 	"github.com/loupe-dev/loupe/runtime/containerd"

@@ -264,7 +264,13 @@ func examineFile(root *safefs.Root, j fileJob, mode layerMode, opts Options, buf
 		e.SHA256 = emptySHA256
 		return &e
 	}
-	f, err := root.OpenFile(j.path)
+	var f *safefs.File
+	var err error
+	if mode == modeOverlay {
+		f, err = root.OpenFileImmutable(j.path, &j.st) // committed image layer
+	} else {
+		f, err = root.OpenFile(j.path) // live tree: O_PATH, fstat, reopen
+	}
 	if err != nil {
 		if errors.Is(err, safefs.ErrNotRegular) {
 			e.Note = "changed type during scan: not read"

@@ -253,3 +253,33 @@ func HasDotDot(p string) bool {
 	}
 	return false
 }
+
+// OpenFileImmutable opens the regular file at p for reading directly
+// (O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_NOCTTY|O_NOATIME, resolved inside the
+// root without following any symlink), then fstats the fd and requires a
+// regular file with the inode the caller saw (want, from the directory walk).
+// It saves OpenFile's O_PATH+reopen round trip and is meant for trees nobody
+// writes to during the scan — committed image layer snapshots. Should such a
+// tree change anyway, the worst case is that a FIFO or device swapped in
+// between the walk and the open is opened non-blocking and immediately
+// closed, never read. Use OpenFile for live trees (upper dirs, /proc/<pid>/root).
+func (r *Root) OpenFileImmutable(p string, want *unix.Stat_t) (*File, error) {
+	flags := uint64(unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY)
+	fd, err := r.openat2(p, flags|unix.O_NOATIME)
+	if errors.Is(err, unix.EPERM) {
+		fd, err = r.openat2(p, flags)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || (want != nil && (st.Dev != want.Dev || st.Ino != want.Ino)) {
+		unix.Close(fd)
+		return nil, ErrNotRegular
+	}
+	return &File{File: os.NewFile(uintptr(fd), p), Stat: st}, nil
+}

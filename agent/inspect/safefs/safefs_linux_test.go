@@ -62,3 +62,31 @@ func TestPrintableHelpers(t *testing.T) {
 		t.Fatal("Join")
 	}
 }
+
+func TestOpenFileImmutableRefusesNonRegular(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644)
+	unix.Mkfifo(filepath.Join(dir, "fifo"), 0o644)
+	os.Symlink("f", filepath.Join(dir, "link"))
+	r, err := OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	st, _ := r.Lstat("/f")
+	f, err := r.OpenFileImmutable("/f", &st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := r.OpenFileImmutable("/fifo", nil); !errors.Is(err, ErrNotRegular) {
+		t.Fatalf("FIFO: %v", err)
+	}
+	if _, err := r.OpenFileImmutable("/link", nil); err == nil {
+		t.Fatal("followed a symlink")
+	}
+	other, _ := r.Lstat("/fifo")
+	if _, err := r.OpenFileImmutable("/f", &other); !errors.Is(err, ErrNotRegular) {
+		t.Fatalf("inode change not detected: %v", err)
+	}
+}
