@@ -21,6 +21,8 @@ import (
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/bpf"
 	"github.com/loupe-dev/loupe/internal/testenv"
+	"github.com/loupe-dev/loupe/runtime"
+	ctrd "github.com/loupe-dev/loupe/runtime/containerd"
 )
 
 // containerKeys returns the cgroup v2 id and mount-namespace inode of a
@@ -271,5 +273,87 @@ func TestCRIEnforcement(t *testing.T) {
 	res, err = free.Exec(t, []string{"sh", "-c", "echo loupe-free"}, 5*time.Second)
 	if err != nil || res.ExitCode != 0 || !strings.Contains(string(res.Stdout), "loupe-free") {
 		t.Errorf("shell in a container outside the policy: %v %+v", err, res)
+	}
+}
+
+// TestFollowRealRegistry wires the tracer to the real runtime registry
+// (runtime/containerd on the private containerd): Follow tracks a pod's
+// container as it starts, and FromRegistry attributes its shell.
+func TestFollowRealRegistry(t *testing.T) {
+	env := testenv.StartContainerd(t)
+	tr, err := bpf.NewTracer(bpf.Config{})
+	if errors.Is(err, unix.EPERM) {
+		testenv.Unavailable(t, "eBPF not permitted: "+err.Error())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	reg := ctrd.New(ctrd.Config{Socket: env.Address(), Namespace: env.Namespace(), StateDir: env.State()})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go reg.Run(ctx)
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if err := reg.WaitReady(wctx); err != nil {
+		t.Fatalf("registry not ready: %v", err)
+	}
+	var self unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/mnt", &self); err != nil {
+		t.Fatal(err)
+	}
+	followDone := make(chan error, 1)
+	go func() { followDone <- Follow(ctx, reg, tr, FollowOptions{HostMntNS: self.Ino}) }()
+
+	cl := New(Options{Node: "n1", Containers: FromRegistry(reg)})
+	var mu sync.Mutex
+	var findings []*loupev1.Finding
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		tr.Read(ctx, func(ev *bpf.Event) {
+			fs := cl.Classify(ev)
+			mu.Lock()
+			findings = append(findings, fs...)
+			mu.Unlock()
+		})
+	}()
+	defer func() { cancel(); <-readDone; <-followDone }()
+
+	pod := env.RunPod(t, testenv.PodConfig{Name: "follow-0", Namespace: "ops"})
+	c := pod.Start(t, testenv.ContainerConfig{Name: "bb", Image: env.Image(t, testenv.Busybox)})
+	// wait until the registry has the running container and Follow tracked it
+	var entry *runtime.Container
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if e, ok := reg.Get(c.ID()); ok && e.State == runtime.StateRunning && e.CgroupID != 0 {
+			entry = e
+			break
+		}
+	}
+	if entry == nil {
+		t.Fatal("registry never reported the container running with a cgroup id")
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := c.Exec(t, []string{"sh", "-c", "exit 0"}, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		var got *loupev1.Finding
+		for _, f := range findings {
+			if f.Kind == loupev1.Kind_KIND_SHELL_EXEC && f.Container.GetId() == c.ID() {
+				got = f
+			}
+		}
+		mu.Unlock()
+		if got != nil {
+			if got.Container.GetPod() != "follow-0" || got.Container.GetNamespace() != "ops" || got.Container.GetImage() == "" ||
+				got.Process.CgroupId != entry.CgroupID {
+				t.Errorf("finding attribution: %v", got.Container)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no SHELL_EXEC attributed through the registry")
+		}
 	}
 }
