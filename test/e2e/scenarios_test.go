@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -120,6 +121,12 @@ func TestScenarios(t *testing.T) {
 			if !strings.Contains(m, want) {
 				t.Errorf("agent metrics lack %q", want)
 			}
+		}
+		promtool := testenv.RequireCommand(t, "promtool")
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = strings.NewReader(m)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool check metrics on the agent's /metrics: %v\n%s", err, out)
 		}
 	})
 }
