@@ -77,7 +77,7 @@ type Options struct {
 	// HashAll hashes every regular file up to HashCap (for a file index);
 	// otherwise only the files that are kept (executables, SUID, packages…).
 	HashAll bool
-	// Workers hashing in parallel (default GOMAXPROCS).
+	// Workers reading and hashing in parallel (default 4×GOMAXPROCS, at most 16).
 	Workers int
 	// OnFile, if set, is called once per regular file of every scanned
 	// layer (serially), e.g. to write a file index.

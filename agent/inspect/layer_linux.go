@@ -61,8 +61,12 @@ func scanLayer(ctx context.Context, dir, id, label string, mode layerMode, opts 
 
 	workers := opts.Workers
 	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
+		// More readers than cores: hashing is CPU-bound when the page cache
+		// is warm, but cold scans need several reads in flight to keep the
+		// disk busy.
+		workers = min(4*runtime.GOMAXPROCS(0), 16)
 	}
+	links := &sync.Map{} // dev/ino → *Entry: hard links are read once
 	jobs := make(chan fileJob, 1024)
 	out := make(chan *Entry, 1024)
 	var hashed atomic.Int64
@@ -73,7 +77,7 @@ func scanLayer(ctx context.Context, dir, id, label string, mode layerMode, opts 
 			defer wg.Done()
 			buf := make([]byte, readBuf)
 			for j := range jobs {
-				e := examineFile(root, j, mode, opts, buf, &hashed)
+				e := examineLinked(root, j, mode, opts, buf, &hashed, links)
 				out <- e
 			}
 		}()
@@ -252,6 +256,31 @@ func keepFile(e *Entry, mode layerMode) bool {
 	}
 	return e.Executable() || e.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 || e.Mode&0o002 != 0 ||
 		len(e.Packages) > 0 || e.OSRelease != nil || knownName(path.Base(e.Path))
+}
+
+type inode struct{ dev, ino uint64 }
+
+// examineLinked reuses the content facts of an already examined hard link of
+// the same inode (multi-call binaries often have hundreds of names).
+func examineLinked(root *safefs.Root, j fileJob, mode layerMode, opts Options, buf []byte, hashed *atomic.Int64, links *sync.Map) *Entry {
+	if j.st.Nlink <= 1 {
+		return examineFile(root, j, mode, opts, buf, hashed)
+	}
+	k := inode{j.st.Dev, j.st.Ino}
+	if v, ok := links.Load(k); ok {
+		prev := v.(*Entry)
+		e := statEntry(j.path, TypeFile, &j.st, nil)
+		e.SHA256, e.Class, e.Multi, e.Shebang, e.GoVersion, e.Note = prev.SHA256, prev.Class, prev.Multi, prev.Shebang, prev.GoVersion, prev.Note
+		if pkgFileKind(j.path) == pkgFileKind(prev.Path) {
+			e.Packages = withPath(append([]pkgdb.Package(nil), prev.Packages...), j.path)
+		}
+		return &e
+	}
+	e := examineFile(root, j, mode, opts, buf, hashed)
+	if e.Note == "" || !strings.HasPrefix(e.Note, "error: ") {
+		links.Store(k, e)
+	}
+	return e
 }
 
 // examineFile opens one regular file safely, classifies it from its
