@@ -28,7 +28,6 @@ type Config struct {
 	ExecFailures        bool                  // attach the syscall tracepoints that see failed execs
 	TraceHost           bool                  // report host processes too, not only containers
 	RulesFile           string                // "" for the shipped default
-	ProfilesDir         string                // compliance profiles (optional)
 	RescanInterval      time.Duration         // full rescan period (jittered)
 	ScanConcurrency     int                   // containers scanned at once
 	SpoolMaxBytes       int64                 // spool bound
