@@ -34,9 +34,8 @@ type parts struct {
 	scanner    *inspect.Scanner
 	execs      *execCache
 
-	mu      sync.Mutex
-	tracked map[string]tracked         // container id → keys in the tracer's maps
-	seen    map[string]map[string]bool // container id → fingerprints of inventory findings sent
+	mu   sync.Mutex
+	seen map[string]map[string]bool // container id → fingerprints of inventory findings sent
 
 	scanQueue  chan string
 	scanDur    prometheus.Histogram
@@ -45,11 +44,9 @@ type parts struct {
 	scanErrors prometheus.Counter
 }
 
-type tracked struct{ cgroup, mntns uint64 }
-
 func (a *Agent) setupSources(ctx context.Context) error {
 	p := &a.parts
-	p.tracked, p.seen = map[string]tracked{}, map[string]map[string]bool{}
+	p.seen = map[string]map[string]bool{}
 	p.scanQueue = make(chan string, 4096)
 	p.execs = newExecCache(4096, 30*time.Second)
 
@@ -77,8 +74,16 @@ func (a *Agent) setupSources(ctx context.Context) error {
 
 	// The tracer: a failure to load (no root, no BTF, lockdown) leaves the
 	// agent running for inspection and shows in /readyz with the reason.
+	var policy *bpf.KillPolicy
+	for _, sel := range a.emit.rules.KillShells() {
+		if policy == nil {
+			policy = &bpf.KillPolicy{}
+		}
+		policy.Selectors = append(policy.Selectors, bpf.KillSelector{Namespace: sel.Namespace, Pod: sel.Pod, Image: sel.Image})
+	}
 	p.tracer, p.tracerErr = bpf.NewTracer(bpf.Config{
-		RingBufferBytes: a.cfg.RingBufferBytes, ExecFailures: a.cfg.ExecFailures, TraceHost: a.cfg.TraceHost, Logger: a.log,
+		RingBufferBytes: a.cfg.RingBufferBytes, ExecFailures: a.cfg.ExecFailures, TraceHost: a.cfg.TraceHost,
+		Enforce: policy != nil, Logger: a.log,
 	})
 	if p.tracerErr != nil {
 		a.log.Error("exec tracer unavailable: exec findings are off on this node", "err", p.tracerErr)
@@ -91,7 +96,7 @@ func (a *Agent) setupSources(ctx context.Context) error {
 		a.log.Warn("seed process table from /proc", "err", err)
 	}
 	p.classifier = classify.New(classify.Options{
-		Node: a.cfg.NodeName, Containers: classifyContainers{p.registry}, Drift: classify.UpperDir{}, Procs: p.procs, Logger: a.log,
+		Node: a.cfg.NodeName, Containers: classify.FromRegistry(p.registry), Drift: classify.UpperDir{}, Procs: p.procs, Logger: a.log,
 	})
 
 	cacheDir := filepath.Join(a.cfg.StateDir, "layers")
@@ -120,7 +125,12 @@ func (a *Agent) setupSources(ctx context.Context) error {
 		source{"rescan", a.rescanLoop},
 	)
 	if p.tracer != nil {
-		a.sources = append(a.sources, source{"tracer", a.traceLoop})
+		hostMntNS, _ := runtime.ProcMountNS(a.cfg.HostRoot, 1)
+		a.sources = append(a.sources,
+			source{"tracer", a.traceLoop},
+			source{"tracer-maps", func(ctx context.Context) error {
+				return classify.Follow(ctx, p.registry, p.tracer, classify.FollowOptions{Policy: policy, HostMntNS: hostMntNS, Logger: a.log})
+			}})
 	}
 	return nil
 }
@@ -134,36 +144,27 @@ func (a *Agent) closeSources() {
 	}
 }
 
-// runtimeEvents keeps the tracer's maps in step with the registry, queues
-// scans of new containers and turns runtime execs into findings.
+// runtimeEvents queues scans of new containers, forgets removed ones and
+// turns runtime execs into findings. (classify.Follow keeps the tracer's maps.)
 func (a *Agent) runtimeEvents(ctx context.Context, events <-chan runtime.Event) error {
 	p := &a.parts
-	// Reconcile periodically too: events can be dropped for a slow subscriber.
-	tick := time.NewTicker(10 * time.Second)
-	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
-			a.reconcile()
 		case ev, ok := <-events:
 			if !ok {
 				return nil
 			}
 			switch ev.Type {
 			case runtime.EventStart:
-				a.track(ev.Container)
 				if ev.Container.Kind != runtime.KindSandbox {
 					a.queueScan(ev.Container.ID)
 				}
-			case runtime.EventStop, runtime.EventRemove:
-				a.untrack(ev.Container.ID)
-				if ev.Type == runtime.EventRemove {
-					p.mu.Lock()
-					delete(p.seen, ev.Container.ID)
-					p.mu.Unlock()
-				}
+			case runtime.EventRemove:
+				p.mu.Lock()
+				delete(p.seen, ev.Container.ID)
+				p.mu.Unlock()
 			case runtime.EventExec, runtime.EventExecFailed:
 				go a.runtimeExec(ctx, ev)
 			}
@@ -171,90 +172,11 @@ func (a *Agent) runtimeEvents(ctx context.Context, events <-chan runtime.Event) 
 	}
 }
 
-func (a *Agent) track(c *runtime.Container) {
-	p := &a.parts
-	if p.tracer == nil || c.CgroupID == 0 && c.MountNS == 0 {
-		return
-	}
-	k := tracked{cgroup: c.CgroupID, mntns: c.MountNS}
-	if k.cgroup != 0 {
-		if err := p.tracer.TrackCgroup(k.cgroup); err != nil {
-			a.log.Warn("track container cgroup", "container", c.String(), "err", err)
-		}
-	}
-	if k.mntns != 0 {
-		if err := p.tracer.TrackMntNS(k.mntns); err != nil {
-			a.log.Warn("track container mount namespace", "container", c.String(), "err", err)
-		}
-	}
-	p.mu.Lock()
-	p.tracked[c.ID] = k
-	p.mu.Unlock()
-}
-
-func (a *Agent) untrack(id string) {
-	p := &a.parts
-	p.mu.Lock()
-	k, ok := p.tracked[id]
-	delete(p.tracked, id)
-	p.mu.Unlock()
-	if !ok || p.tracer == nil {
-		return
-	}
-	if k.cgroup != 0 {
-		p.tracer.UntrackCgroup(k.cgroup)
-	}
-	if k.mntns != 0 {
-		// Containers of one pod may share a mount namespace only in odd setups;
-		// keep it while another tracked container still uses it.
-		p.mu.Lock()
-		shared := false
-		for _, o := range p.tracked {
-			shared = shared || o.mntns == k.mntns
-		}
-		p.mu.Unlock()
-		if !shared {
-			p.tracer.UntrackMntNS(k.mntns)
-		}
-	}
-}
-
-// reconcile makes the tracked set equal to the registry's running containers.
-func (a *Agent) reconcile() {
-	p := &a.parts
-	running := map[string]*runtime.Container{}
-	for _, c := range p.registry.List() {
-		if c.State == runtime.StateRunning || c.State == runtime.StatePaused {
-			running[c.ID] = c
-		}
-	}
-	p.mu.Lock()
-	var stale []string
-	for id := range p.tracked {
-		if running[id] == nil {
-			stale = append(stale, id)
-		}
-	}
-	var missing []*runtime.Container
-	for id, c := range running {
-		if _, ok := p.tracked[id]; !ok {
-			missing = append(missing, c)
-		}
-	}
-	p.mu.Unlock()
-	for _, id := range stale {
-		a.untrack(id)
-	}
-	for _, c := range missing {
-		a.track(c)
-	}
-}
-
 // runtimeExec reports an exec through the runtime (kubectl exec). For a
 // started exec, the argv comes from the tracer's event for the same PID.
 func (a *Agent) runtimeExec(ctx context.Context, ev runtime.Event) {
 	c, x := ev.Container, ev.Exec
-	f := &loupev1.Finding{Time: timestamppb.New(ev.Time), Container: containerRef(c),
+	f := &loupev1.Finding{Time: timestamppb.New(ev.Time), Container: classify.ContainerOf(c).Ref,
 		Process: &loupev1.Process{Pid: int32(x.PID), ExecId: x.ID}}
 	who := c.String()
 	if ev.Type == runtime.EventExec {

@@ -1,13 +1,10 @@
 package bpf
 
-import (
-	"fmt"
-	"path"
-)
+import "github.com/loupe-dev/loupe/internal/glob"
 
 // KillSelector selects containers by Kubernetes namespace, pod name and
-// image. Empty fields match anything; Pod and Image are path.Match globs
-// ("api-*", "registry.example.com/team/*").
+// image. Empty fields match anything; Pod and Image are internal/glob
+// patterns ("api-*", "registry.example.com/team/*", where '*' crosses '/').
 type KillSelector struct {
 	Namespace string `json:"namespace,omitempty"`
 	Pod       string `json:"pod,omitempty"`
@@ -21,18 +18,6 @@ type KillPolicy struct {
 	Selectors []KillSelector `json:"selectors"`
 }
 
-// Validate rejects malformed globs.
-func (p KillPolicy) Validate() error {
-	for i, s := range p.Selectors {
-		for _, g := range []string{s.Pod, s.Image} {
-			if _, err := path.Match(g, ""); err != nil {
-				return fmt.Errorf("kill policy selector %d: bad pattern %q: %w", i, g, err)
-			}
-		}
-	}
-	return nil
-}
-
 // Matches reports whether a container with this namespace, pod name and
 // image is enforced by the policy.
 func (p KillPolicy) Matches(namespace, pod, image string) bool {
@@ -40,18 +25,10 @@ func (p KillPolicy) Matches(namespace, pod, image string) bool {
 		if s.Namespace != "" && s.Namespace != namespace {
 			continue
 		}
-		if !glob(s.Pod, pod) || !glob(s.Image, image) {
+		if !glob.Match(s.Pod, pod) || !glob.Match(s.Image, image) {
 			continue
 		}
 		return true
 	}
 	return false
-}
-
-func glob(pattern, s string) bool {
-	if pattern == "" {
-		return true
-	}
-	ok, err := path.Match(pattern, s)
-	return err == nil && ok
 }

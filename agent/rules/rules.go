@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/internal/glob"
 )
 
 //go:embed default.yaml
@@ -36,6 +37,23 @@ type File struct {
 	DisabledKinds []string `json:"disabled_kinds,omitempty"`
 	// Rules, first match wins.
 	Rules []Rule `json:"rules"`
+	// Enforce turns on enforcement, which is off by default.
+	Enforce Enforce `json:"enforce,omitempty"`
+}
+
+// Enforce is the enforcement part of the rules file.
+type Enforce struct {
+	// KillShells selects containers in which every shell is killed with
+	// SIGKILL as it starts, before it runs any of its own code. A container
+	// matching any selector is enforced.
+	KillShells []Selector `json:"kill_shells,omitempty"`
+}
+
+// Selector picks containers; empty fields match anything, Pod and Image are glob patterns.
+type Selector struct {
+	Namespace string `json:"namespace,omitempty"`
+	Pod       string `json:"pod,omitempty"`
+	Image     string `json:"image,omitempty"`
 }
 
 // Rule is one entry of the rules list.
@@ -52,7 +70,8 @@ type Rule struct {
 	Severity string `json:"severity,omitempty"`
 }
 
-// Match holds glob patterns ('*' matches any run of characters, including '/').
+// Match holds patterns in the syntax of package internal/glob ('*' matches any
+// run of characters, including '/').
 type Match struct {
 	Namespace string `json:"namespace,omitempty"` // Kubernetes namespace
 	Pod       string `json:"pod,omitempty"`       // pod name
@@ -79,8 +98,9 @@ const (
 
 // Set is a compiled rule file, safe for concurrent use (read-only).
 type Set struct {
-	disabled map[loupev1.Kind]bool
-	rules    []compiled
+	disabled   map[loupev1.Kind]bool
+	rules      []compiled
+	killShells []Selector
 }
 
 type compiled struct {
@@ -125,6 +145,12 @@ func Parse(b []byte, name string) (*Set, error) {
 		return nil, fmt.Errorf("%s: version %d is not supported (want version: 1)", name, f.Version)
 	}
 	s := &Set{disabled: map[loupev1.Kind]bool{}}
+	for i, sel := range f.Enforce.KillShells {
+		if sel == (Selector{}) {
+			return nil, fmt.Errorf("%s: enforce.kill_shells[%d]: an empty selector would kill shells in every container; name a namespace, pod or image", name, i)
+		}
+		s.killShells = append(s.killShells, sel)
+	}
 	for _, k := range f.DisabledKinds {
 		kind, err := loupev1.ParseKind(k)
 		if err != nil {
@@ -175,6 +201,9 @@ func Parse(b []byte, name string) (*Set, error) {
 	return s, nil
 }
 
+// KillShells returns the enforcement selectors (none: enforcement off).
+func (s *Set) KillShells() []Selector { return s.killShells }
+
 // Enabled reports whether findings of kind k are reported at all (lets
 // detectors skip work for disabled kinds).
 func (s *Set) Enabled(k loupev1.Kind) bool { return !s.disabled[k] }
@@ -204,54 +233,23 @@ func (s *Set) Apply(f *loupev1.Finding) (Decision, string) {
 
 func (m *Match) matches(f *loupev1.Finding) bool {
 	c, p := f.GetContainer(), f.GetProcess()
-	if !glob(m.Namespace, c.GetNamespace()) || !glob(m.Pod, c.GetPod()) ||
-		!glob(m.Container, c.GetName()) || !glob(m.Image, c.GetImage()) ||
-		!glob(m.Filename, p.GetFilename()) || !glob(m.Argv, strings.Join(p.GetArgv(), " ")) ||
-		!glob(m.Path, f.GetFile().GetPath()) {
+	if !glob.Match(m.Namespace, c.GetNamespace()) || !glob.Match(m.Pod, c.GetPod()) ||
+		!glob.Match(m.Container, c.GetName()) || !glob.Match(m.Image, c.GetImage()) ||
+		!glob.Match(m.Filename, p.GetFilename()) || !glob.Match(m.Argv, strings.Join(p.GetArgv(), " ")) ||
+		!glob.Match(m.Path, f.GetFile().GetPath()) {
 		return false
 	}
 	anc := p.GetAncestors()
-	if m.Parent != "" && (len(anc) == 0 || !(Glob(m.Parent, anc[0].GetFilename()) || Glob(m.Parent, anc[0].GetComm()))) {
+	if m.Parent != "" && (len(anc) == 0 || !(glob.Match(m.Parent, anc[0].GetFilename()) || glob.Match(m.Parent, anc[0].GetComm()))) {
 		return false
 	}
 	if m.Ancestor != "" {
 		for _, a := range anc {
-			if Glob(m.Ancestor, a.GetFilename()) || Glob(m.Ancestor, a.GetComm()) {
+			if glob.Match(m.Ancestor, a.GetFilename()) || glob.Match(m.Ancestor, a.GetComm()) {
 				return true
 			}
 		}
 		return false
 	}
 	return true
-}
-
-// glob is Glob with an empty pattern matching anything.
-func glob(pattern, s string) bool { return pattern == "" || Glob(pattern, s) }
-
-// Glob reports whether s matches pattern, where '*' matches any run of
-// characters (including '/') and '?' any one character. Iterative, linear
-// in practice, no backtracking explosion.
-func Glob(pattern, s string) bool {
-	p, n := 0, 0
-	star, mark := -1, 0
-	for n < len(s) {
-		switch {
-		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == s[n]):
-			p++
-			n++
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, n
-			p++
-		case star >= 0:
-			p = star + 1
-			mark++
-			n = mark
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
 }

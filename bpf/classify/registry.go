@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/bpf"
@@ -62,6 +63,9 @@ type FollowOptions struct {
 	HostMntNS uint64
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// Resync is how often the maps are reconciled with the registry's list,
+	// which repairs events a slow subscriber lost (default 10s).
+	Resync time.Duration
 }
 
 type tracked struct {
@@ -122,13 +126,32 @@ func Follow(ctx context.Context, reg runtime.Registry, t Tracker, opts FollowOpt
 			log.Warn("exec tracer: untrack container", "id", id, "err", err)
 		}
 	}
-	for _, c := range reg.List() {
-		apply(c)
+	resync := func() {
+		running := map[string]bool{}
+		for _, c := range reg.List() {
+			if c.State == runtime.StateRunning {
+				running[c.ID] = true
+				apply(c)
+			}
+		}
+		for id := range state {
+			if !running[id] {
+				remove(id)
+			}
+		}
 	}
+	if opts.Resync <= 0 {
+		opts.Resync = 10 * time.Second
+	}
+	tick := time.NewTicker(opts.Resync)
+	defer tick.Stop()
+	resync()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-tick.C:
+			resync()
 		case ev, ok := <-events:
 			if !ok {
 				return fmt.Errorf("follow registry: subscription closed")

@@ -131,14 +131,20 @@ type stack struct {
 func newStack(t *testing.T, env *testenv.Env) *stack {
 	t.Helper()
 	s := &stack{env: env, node: "e2e-node", dbDir: t.TempDir(), agentState: t.TempDir()}
+	s.init(t)
+	s.startCollector(t)
+	s.startAgent(t)
+	return s
+}
+
+// init makes the PKI and picks the ports.
+func (s *stack) init(t *testing.T) {
+	t.Helper()
 	var err error
 	if s.pki, err = tlsutil.GeneratePKI(t.TempDir(), "loupe-admin", s.node); err != nil {
 		t.Fatal(err)
 	}
 	s.collectorAddr, s.collectorHTTP, s.agentHTTP = freePort(t), freePort(t), freePort(t)
-	s.startCollector(t)
-	s.startAgent(t)
-	return s
 }
 
 func (s *stack) startCollector(t *testing.T) {
