@@ -174,6 +174,7 @@ func (s *Server) ingestBatch(ctx context.Context, req *loupev1.IngestRequest, an
 	res, err := s.store.Ingest(cctx, store.NodeInfo{Name: req.GetNode(), AgentVersion: req.GetAgentVersion(), Seen: start}, valid)
 	s.m.commit.Observe(time.Since(start).Seconds())
 	if err != nil {
+		s.m.storeErrs.Inc()
 		s.log.Error("ingest: store commit failed; batch not acknowledged", "node", req.GetNode(), "sequence", req.GetSequence(), "err", err)
 		return nil, status.Errorf(codes.Unavailable, "store commit failed, batch %d not acknowledged (resend it): %v", req.GetSequence(), err)
 	}

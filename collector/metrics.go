@@ -14,6 +14,7 @@ type metrics struct {
 	connected  prometheus.Gauge
 	duplicates prometheus.Counter
 	pruned     prometheus.Counter
+	storeErrs  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,11 +44,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "loupe", Subsystem: "collector", Name: "pruned_total",
 			Help: "Findings deleted by retention pruning.",
 		}),
+		storeErrs: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "loupe", Subsystem: "collector", Name: "store_errors_total",
+			Help: "Ingest batches whose store transaction failed (not acknowledged; the agent resends them).",
+		}),
 	}
 	for _, r := range Reasons {
 		m.rejected.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{m.ingested, m.rejected, m.commit, m.connected, m.duplicates, m.pruned} {
+	for _, c := range []prometheus.Collector{m.ingested, m.rejected, m.commit, m.connected, m.duplicates, m.pruned, m.storeErrs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -422,6 +422,9 @@ func TestAckAfterCommit(t *testing.T) {
 	if n := countRows(t, reader); n != total {
 		t.Fatalf("a failed batch left %d findings behind", n-total)
 	}
+	if got := testutil.ToFloat64(s.m.storeErrs); got != 1 {
+		t.Fatalf("store_errors_total = %v, want 1", got)
+	}
 }
 
 func TestRestartKeepsData(t *testing.T) {
