@@ -479,14 +479,17 @@ func (r *Registry) refresh(ctx context.Context, client *ctrd.Client, id string) 
 		return
 	}
 	if err != nil {
-		r.log.Warn("inspect container", "id", id, "err", err)
+		r.warn(ctx, "inspect container", id, err)
 		return
 	}
 	var proc *tasktypes.Process
 	if tr, err := client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id}); err == nil {
 		proc = tr.Process
 	} else if err = errgrpc.ToNative(err); !errdefs.IsNotFound(err) {
-		r.log.Warn("inspect task", "id", id, "err", err)
+		// Keep the entry as it was rather than guess the task's state; a
+		// broken connection ends the session and the resync fixes it.
+		r.warn(ctx, "inspect task", id, err)
+		return
 	}
 	digest := ""
 	if im, err := client.ImageService().Get(ctx, info.Image); err == nil {
@@ -501,10 +504,17 @@ func (r *Registry) refresh(ctx context.Context, client *ctrd.Client, id string) 
 		return
 	}
 	if err != nil {
-		r.log.Warn("inspect container", "id", id, "err", err)
+		r.warn(ctx, "inspect container", id, err)
 		return
 	}
 	r.put(c)
+}
+
+// warn logs a failed inspection, unless the registry is shutting down.
+func (r *Registry) warn(ctx context.Context, what, id string, err error) {
+	if ctx.Err() == nil {
+		r.log.Warn(what, "id", id, "err", err)
+	}
 }
 
 // build assembles a registry entry. It returns errVanished when the

@@ -379,10 +379,13 @@ func TestExecEvents(t *testing.T) {
 	if pid <= 0 {
 		t.Fatalf("exec event without pid: %+v", ev.Exec)
 	}
-	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if !strings.HasPrefix(string(cmdline), "/usr/bin/sleep\x002") {
-		t.Errorf("pid %d runs %q, want the exec'd sleep", pid, cmdline)
-	}
+	// exec-started comes when runc has started the process, which may still
+	// be "runc init" for a moment before it execve()s the command: same PID.
+	var cmdline []byte
+	waitCond(t, 2*time.Second, "the exec pid to run sleep", func() bool {
+		cmdline, _ = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return strings.HasPrefix(string(cmdline), "/usr/bin/sleep\x002")
+	})
 	// The PID is not the init PID: found through /proc/<pid>/cgroup.
 	if c, ok := r.ByPID(pid); !ok || c.ID != deb.ID() {
 		t.Errorf("ByPID(exec pid) = %v, %v", c, ok)
