@@ -171,7 +171,11 @@ func (s *Server) ingestBatch(ctx context.Context, req *loupev1.IngestRequest, an
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
 	start := time.Now()
-	res, err := s.store.Ingest(cctx, store.NodeInfo{Name: req.GetNode(), AgentVersion: req.GetAgentVersion(), Seen: start}, valid)
+	sender := store.NodeInfo{Name: req.GetNode(), AgentVersion: req.GetAgentVersion(), Seen: start}
+	if req.GetReplay() && anyNode {
+		sender = store.NodeInfo{} // a replay client is not an agent: no node entry for it
+	}
+	res, err := s.store.Ingest(cctx, sender, valid)
 	s.m.commit.Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.m.storeErrs.Inc()

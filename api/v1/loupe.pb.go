@@ -1143,7 +1143,11 @@ type IngestRequest struct {
 	// Version of the sending agent or tool.
 	AgentVersion string `protobuf:"bytes,3,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// The findings of this batch.
-	Findings      []*Finding `protobuf:"bytes,4,rep,name=findings,proto3" json:"findings,omitempty"`
+	Findings []*Finding `protobuf:"bytes,4,rep,name=findings,proto3" json:"findings,omitempty"`
+	// True when the sender replays exported findings (loupe ingest) rather than
+	// being an agent: the collector then records no node entry for the sender.
+	// Honoured only for senders allowed to ingest for any node.
+	Replay        bool `protobuf:"varint,5,opt,name=replay,proto3" json:"replay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1204,6 +1208,13 @@ func (x *IngestRequest) GetFindings() []*Finding {
 		return x.Findings
 	}
 	return nil
+}
+
+func (x *IngestRequest) GetReplay() bool {
+	if x != nil {
+		return x.Replay
+	}
+	return false
 }
 
 // Rejection says why one finding of a batch was not stored.
@@ -1822,12 +1833,13 @@ const file_loupe_proto_rawDesc = "" +
 	"\ragent_version\x18\x0f \x01(\tR\fagentVersion\x1a:\n" +
 	"\fDetailsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xab\x01\n" +
 	"\rIngestRequest\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12#\n" +
 	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\x12-\n" +
-	"\bfindings\x18\x04 \x03(\v2\x11.loupe.v1.FindingR\bfindings\"c\n" +
+	"\bfindings\x18\x04 \x03(\v2\x11.loupe.v1.FindingR\bfindings\x12\x16\n" +
+	"\x06replay\x18\x05 \x01(\bR\x06replay\"c\n" +
 	"\tRejection\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x16\n" +

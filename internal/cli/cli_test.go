@@ -120,6 +120,9 @@ func TestIngestQueryNodesAgainstARealCollector(t *testing.T) {
 			t.Errorf("nodes table lacks %q:\n%s", want, out)
 		}
 	}
+	if strings.Contains(out, "replay") || strings.Contains(out, "loupe-ingest") {
+		t.Errorf("the replaying client is listed as a node:\n%s", out)
+	}
 	out, _, err = run(t, append([]string{"nodes", "-o", "json"}, conn...)...)
 	if err != nil || !strings.Contains(out, `"findings_by_kind"`) {
 		t.Fatalf("nodes json: %v\n%s", err, out)

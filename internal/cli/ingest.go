@@ -176,7 +176,7 @@ func (g *ingester) flush() error {
 	}
 	g.seq++
 	if err := g.stream.Send(&loupev1.IngestRequest{
-		Sequence: g.seq, Node: g.node, AgentVersion: "loupe-cli/" + version.Version, Findings: g.pending,
+		Sequence: g.seq, Node: g.node, AgentVersion: "loupe-cli/" + version.Version, Findings: g.pending, Replay: true,
 	}); err != nil {
 		_, rerr := g.stream.Recv() // the real reason is on the receive side
 		if rerr != nil {
