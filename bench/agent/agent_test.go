@@ -12,7 +12,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -58,12 +57,12 @@ func TestAgentBench(t *testing.T) {
 		}
 	}
 
-	grpcAddr, httpAddr := freePort(t), freePort(t)
+	grpcAddr, httpAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	col := startProc(t, filepath.Join(bin, "loupe-collector"), "--insecure", "--grpc-listen", grpcAddr, "--http-listen", "", "--db", "sqlite://"+filepath.Join(t.TempDir(), "c.db"))
 	_ = col
 	agent := startProc(t, filepath.Join(bin, "loupe-agent"), "--insecure", "--collector", grpcAddr, "--node-name", "bench",
 		"--containerd-socket", env.Address(), "--containerd-state", env.State(), "--state-dir", t.TempDir(), "--http-listen", httpAddr)
-	waitReady(t, "http://"+httpAddr+"/readyz")
+	testenv.WaitHTTP200(t, "http://"+httpAddr+"/readyz", 60*time.Second, nil)
 	// Let the start-up scans of the 30 containers finish.
 	time.Sleep(10 * time.Second)
 
@@ -207,25 +206,4 @@ func startProc(t *testing.T, bin string, args ...string) *exec.Cmd {
 		}
 	})
 	return cmd
-}
-
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func waitReady(t *testing.T, url string) {
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-	}
-	t.Fatalf("agent not ready")
 }

@@ -6,9 +6,6 @@ package demo
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,7 +45,7 @@ func TestDemo(t *testing.T) {
 	sh := web.Start(t, testenv.ContainerConfig{Name: "nginx", Image: debian})
 	fmt.Printf("payments/%s (distroless, pid %d) and frontend/%s (debian-like, pid %d)\n", api.Name(), app.PID(t), web.Name(), sh.PID(t))
 
-	grpcAddr, httpAddr := freePort(t), freePort(t)
+	grpcAddr, httpAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	say("Starting `loupe run` (agent with eBPF exec tracer + embedded collector, SQLite)")
 	run := exec.Command(filepath.Join(bin, "loupe"), "run", "--node-name", "demo-node",
 		"--containerd-socket", env.Address(), "--containerd-state", env.State(),
@@ -69,8 +66,8 @@ func TestDemo(t *testing.T) {
 			t.Logf("loupe run output:\n%s", b)
 		}
 	})
-	waitReady(t, "http://"+httpAddr+"/readyz")
-	fmt.Println(strings.TrimSpace(get(t, "http://"+httpAddr+"/readyz")))
+	testenv.WaitHTTP200(t, "http://"+httpAddr+"/readyz", 30*time.Second, nil)
+	fmt.Println(strings.TrimSpace(testenv.HTTPGet(t, "http://"+httpAddr+"/readyz")))
 	q := &querier{t: t, addr: grpcAddr}
 
 	say("1. `kubectl exec api -- /bin/sh` against the distroless pod (CRI ExecSync)")
@@ -111,7 +108,7 @@ func TestDemo(t *testing.T) {
 	say("Agents:  loupe nodes")
 	cli(t, bin, "nodes", "--collector", grpcAddr, "--insecure")
 	say("Agent metrics (excerpt of http://%s/metrics)", httpAddr)
-	for _, l := range strings.Split(get(t, "http://"+httpAddr+"/metrics"), "\n") {
+	for _, l := range strings.Split(testenv.HTTPGet(t, "http://"+httpAddr+"/metrics"), "\n") {
 		for _, p := range []string{"loupe_agent_containers ", "loupe_agent_findings_total{", "loupe_agent_exec_events_total",
 			"loupe_agent_bpf_events_lost_total", "loupe_agent_collector_connected", "loupe_agent_layer_cache_hits_total", "loupe_agent_spool_findings"} {
 			if strings.HasPrefix(l, p) {
@@ -160,37 +157,4 @@ func cli(t *testing.T, bin string, args ...string) {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("loupe %v: %v", args, err)
 	}
-}
-
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func get(t *testing.T, url string) string {
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
-
-func waitReady(t *testing.T, url string) {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("loupe run not ready: %s", get(t, url))
 }

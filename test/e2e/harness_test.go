@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,16 +45,6 @@ func binaries(t *testing.T) string {
 		t.Fatal(buildErr)
 	}
 	return binDir
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // proc is a daemon started by a test, with its output kept for failures.
@@ -144,7 +132,7 @@ func (s *stack) init(t *testing.T) {
 	if s.pki, err = tlsutil.GeneratePKI(t.TempDir(), "loupe-admin", s.node); err != nil {
 		t.Fatal(err)
 	}
-	s.collectorAddr, s.collectorHTTP, s.agentHTTP = freePort(t), freePort(t), freePort(t)
+	s.collectorAddr, s.collectorHTTP, s.agentHTTP = testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 }
 
 func (s *stack) startCollector(t *testing.T) {
@@ -168,40 +156,17 @@ func (s *stack) startAgent(t *testing.T, extra ...string) {
 
 func waitHTTP(t *testing.T, p *proc, url string, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	var last string
-	for time.Now().Before(deadline) {
+	testenv.WaitHTTP200(t, url, d, func() error {
 		select {
 		case <-p.done:
-			t.Fatalf("%s exited before it was ready:\n%s", p.name, p.output())
+			return fmt.Errorf("%s exited before it was ready:\n%s", p.name, p.output())
 		default:
+			return nil
 		}
-		resp, err := http.Get(url)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-			last = string(b)
-		} else {
-			last = err.Error()
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s not ready after %s: %s", url, d, last)
+	})
 }
 
-func httpGet(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
+func httpGet(t *testing.T, url string) string { return testenv.HTTPGet(t, url) }
 
 // query asks the collector with the admin certificate.
 func (s *stack) query(t *testing.T, req *loupev1.QueryRequest) []*loupev1.Finding {
