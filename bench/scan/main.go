@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/loupe-dev/loupe/agent/inspect"
@@ -60,6 +61,17 @@ func main() {
 		return time.Since(start)
 	}
 	scanOnce := func() time.Duration { return scanWith(layerTarget) }
+	// CPU cost of one warm scan (user+sys of this process), independent of
+	// what else runs on the machine.
+	scanOnce()
+	var r0, r1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
+	wall := scanOnce()
+	syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
+	cpu := time.Duration(r1.Utime.Nano() - r0.Utime.Nano() + r1.Stime.Nano() - r0.Stime.Nano())
+	fmt.Printf("warm scan CPU: %.2f CPU-s for %.2f GB (%.2f CPU-s/GB; %.0f MB/s if all %d cores were free), wall %.2fs, load average %s\n\n",
+		cpu.Seconds(), float64(size)/1e9, cpu.Seconds()/(float64(size)/1e9), float64(size)/1e6/(cpu.Seconds()/float64(runtime.GOMAXPROCS(0))),
+		runtime.GOMAXPROCS(0), wall.Seconds(), loadavg())
 	pipe := func(p string) func() time.Duration {
 		return func() time.Duration {
 			start := time.Now()
@@ -99,7 +111,6 @@ func main() {
 		}
 		fmt.Println()
 	}
-	cases[0].fn() // warm up
 	report("warm", func() {})
 	if !*skipCold {
 		report("cold", dropCaches)
@@ -166,6 +177,15 @@ func rssScan(dir string) {
 		}
 	}
 	fmt.Printf("1,000,000 small files: %d files in %.1fs (%.0f files/s), peak RSS (VmHWM) %s\n", rep.Files, d.Seconds(), float64(rep.Files)/d.Seconds(), hwm)
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func dropCaches() {
