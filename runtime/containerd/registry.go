@@ -121,8 +121,9 @@ type Registry struct {
 	parentMu sync.Mutex
 	parents  map[string]string // snapshotter + "\x00" + committed snapshot name → parent
 
-	execMu  sync.Mutex
-	pending map[string]*time.Timer // container id + "\x00" + exec id
+	execMu   sync.Mutex
+	pending  map[string]*time.Timer // container id + "\x00" + exec id
+	timeouts chan execTimeout
 
 	// beforeInspect, when set (tests), is called in a full sync between
 	// listing the containers and inspecting each.
@@ -144,6 +145,7 @@ func New(cfg Config) *Registry {
 		parents:  map[string]string{},
 		pending:  map[string]*time.Timer{},
 		versions: map[string]entryVersion{},
+		timeouts: make(chan execTimeout, 256),
 	}
 	r.v2root, r.v2err = runtime.CgroupV2Root(cfg.HostRoot)
 	if m := cfg.Metrics; m != nil {
@@ -266,6 +268,19 @@ func (r *Registry) session(ctx context.Context) error {
 			if env != nil {
 				r.handle(ctx, client, env)
 			}
+		case to := <-r.timeouts:
+			for drained := 0; drained < 10000; drained++ {
+				select {
+				case env := <-evs:
+					if env != nil {
+						r.handle(ctx, client, env)
+					}
+					continue
+				default:
+				}
+				break
+			}
+			r.execTimedOut(to.cid, to.eid, to.at)
 		case <-resync.C:
 			if err := r.sync(ctx, client); err != nil {
 				return err
@@ -696,6 +711,11 @@ func (r *Registry) parentChain(ctx context.Context, client *ctrd.Client, snapsho
 	return chain, nil
 }
 
+type execTimeout struct {
+	cid, eid string
+	at       time.Time
+}
+
 // execAdded starts the clock for an exec: without exec-started in time it
 // is reported as failed.
 func (r *Registry) execAdded(cid, eid string, at time.Time) {
@@ -705,7 +725,16 @@ func (r *Registry) execAdded(cid, eid string, at time.Time) {
 	if t, ok := r.pending[key]; ok {
 		t.Stop()
 	}
-	r.pending[key] = time.AfterFunc(r.cfg.ExecStartTimeout, func() { r.execTimedOut(cid, eid, at) })
+	r.pending[key] = time.AfterFunc(r.cfg.ExecStartTimeout, func() {
+		// Hand the verdict to the event loop, which first handles the events
+		// containerd already sent (an exec-started may be queued behind a
+		// slow resync); without a running loop, decide here.
+		select {
+		case r.timeouts <- execTimeout{cid, eid, at}:
+		default:
+			r.execTimedOut(cid, eid, at)
+		}
+	})
 }
 
 func (r *Registry) execStarted(ctx context.Context, client *ctrd.Client, cid, eid string, pid int, at time.Time) {
