@@ -83,7 +83,9 @@ func scanLayer(ctx context.Context, dir, id, label string, mode layerMode, opts 
 		}()
 	}
 
-	// The collector: the only goroutine touching res.Entries.
+	// The collector owns fres (file entries and their warnings); the walk,
+	// running concurrently, owns res. They are joined at the end.
+	fres := &LayerResult{}
 	collected := make(chan struct{})
 	var files, bytesSeen atomic.Int64
 	go func() {
@@ -94,10 +96,10 @@ func scanLayer(ctx context.Context, dir, id, label string, mode layerMode, opts 
 				opts.OnFile(label, e)
 			}
 			if e.Note != "" && strings.HasPrefix(e.Note, "error: ") {
-				res.warn(e.Path + ": " + strings.TrimPrefix(e.Note, "error: "))
+				fres.warn(printable(e.Path) + ": " + strings.TrimPrefix(e.Note, "error: "))
 			}
 			if keepFile(e, mode) {
-				res.Entries = append(res.Entries, *e)
+				fres.Entries = append(fres.Entries, *e)
 			}
 			if opts.Progress != nil && time.Since(last) > time.Second {
 				last = time.Now()
@@ -118,6 +120,11 @@ func scanLayer(ctx context.Context, dir, id, label string, mode layerMode, opts 
 	wg.Wait()
 	close(out)
 	<-collected
+	res.Entries = append(res.Entries, fres.Entries...)
+	res.Errors += fres.Errors - int64(len(fres.Warnings))
+	for _, w := range fres.Warnings {
+		res.warn(w)
+	}
 	res.Files = files.Load()
 	res.Bytes = bytesSeen.Load()
 	res.HashedBytes = hashed.Load()
@@ -156,7 +163,7 @@ func walk(ctx context.Context, root *safefs.Root, mode layerMode, opts Options, 
 		stack = stack[:len(stack)-1]
 		d, err := root.OpenDir(it.path)
 		if err != nil {
-			res.warn(fmt.Sprintf("%s: open directory: %v", it.path, err))
+			res.warn(fmt.Sprintf("%s: open directory: %v", printable(it.path), err))
 			continue
 		}
 		if d.Dev != rootDev {
@@ -169,7 +176,7 @@ func walk(ctx context.Context, root *safefs.Root, mode layerMode, opts Options, 
 				p := safefs.Join(it.path, name)
 				st, err := d.Lstat(name)
 				if err != nil {
-					res.warn(fmt.Sprintf("%s: lstat: %v", p, err))
+					res.warn(fmt.Sprintf("%s: lstat: %v", printable(p), err))
 					continue
 				}
 				switch st.Mode & unix.S_IFMT {
@@ -202,7 +209,7 @@ func walk(ctx context.Context, root *safefs.Root, mode layerMode, opts Options, 
 					res.Symlinks++
 					target, err := d.Readlink(name)
 					if err != nil {
-						res.warn(fmt.Sprintf("%s: readlink: %v", p, err))
+						res.warn(fmt.Sprintf("%s: readlink: %v", printable(p), err))
 						continue
 					}
 					if mode == modeUpper || keepLink(p, name, target, it.depth) {
@@ -223,7 +230,7 @@ func walk(ctx context.Context, root *safefs.Root, mode layerMode, opts Options, 
 				break
 			}
 			if err != nil {
-				res.warn(fmt.Sprintf("%s: read directory: %v", it.path, err))
+				res.warn(fmt.Sprintf("%s: read directory: %v", printable(it.path), err))
 				break
 			}
 			if ctx.Err() != nil {
