@@ -403,6 +403,14 @@ func multiMarker(b []byte) string {
 
 // parseFile runs the inventory parser for the file's kind.
 func parseFile(f io.ReaderAt, e *Entry, kind string, opts Options) {
+	if e.Class == "elf" {
+		// debug/buildinfo reads bounded pieces through ReaderAt: fine for
+		// large binaries (the caller already applied the hash cap).
+		if pk, gv, err := pkgdb.GoBinary(f, e.Path); err == nil {
+			e.Packages, e.GoVersion = pk, gv
+		}
+		return
+	}
 	if e.Size > opts.MaxParse {
 		if kind != "" {
 			e.Note = "not parsed: larger than the parse cap"
@@ -435,11 +443,6 @@ func parseFile(f io.ReaderAt, e *Entry, kind string, opts Options) {
 			e.Note = "error: " + err.Error()
 		}
 		e.Packages = pk
-	}
-	if e.Class == "elf" {
-		if pk, gv, err := pkgdb.GoBinary(f, e.Path); err == nil {
-			e.Packages, e.GoVersion = pk, gv
-		}
 	}
 }
 

@@ -177,3 +177,42 @@ func TestUnpackOCILayoutTarball(t *testing.T) {
 		t.Fatal("layer not applied")
 	}
 }
+
+// FuzzApplyLayer feeds arbitrary layer tar streams to the applier: it must
+// not panic and must never create anything outside the root.
+func FuzzApplyLayer(f *testing.F) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []*tar.Header{
+		{Name: "a/b", Typeflag: tar.TypeReg, Mode: 0o755, Size: 1},
+		{Name: "../x", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1},
+		{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "/"},
+		{Name: "l/y", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1},
+		{Name: "h", Typeflag: tar.TypeLink, Linkname: "a/b"},
+		{Name: "a/.wh.b", Typeflag: tar.TypeReg},
+		{Name: "a/.wh..wh..opq", Typeflag: tar.TypeReg},
+	} {
+		tw.WriteHeader(h)
+		if h.Size > 0 {
+			tw.Write([]byte("z"))
+		}
+	}
+	tw.Close()
+	f.Add(buf.Bytes())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		outer := t.TempDir()
+		dest := filepath.Join(outer, "root")
+		os.Mkdir(dest, 0o755)
+		root, err := unix.Open(dest, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(root)
+		a := &applier{root: root, img: &Image{}, lim: Limits{MaxBytes: 1 << 20, MaxEntries: 1000}}
+		a.apply(bytes.NewReader(data))
+		entries, _ := os.ReadDir(outer)
+		if len(entries) != 1 || entries[0].Name() != "root" {
+			t.Fatalf("created outside the root: %v", entries)
+		}
+	})
+}

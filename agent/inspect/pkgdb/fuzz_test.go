@@ -51,3 +51,8 @@ func FuzzJar(f *testing.F) {
 	f.Add(jar(f, map[string][]byte{"META-INF/maven/g/a/pom.properties": []byte("groupId=g\nartifactId=a\nversion=1\n")}))
 	f.Fuzz(func(t *testing.T, b []byte) { ScanJar(bytes.NewReader(b), int64(len(b)), "/f.jar") })
 }
+
+func FuzzGoBinary(f *testing.F) {
+	f.Add([]byte("\x7fELF\x02\x01\x01\x00"))
+	f.Fuzz(func(t *testing.T, b []byte) { GoBinary(bytes.NewReader(b), "/x") })
+}
