@@ -108,3 +108,52 @@ func TestDriftDeletedExecutable(t *testing.T) {
 		t.Fatalf("deleted: %v %+v", f, rep.Drift)
 	}
 }
+
+// TestMergedViewMatchesKernelOverlay checks the merged view computed from
+// the layers against the kernel's: the same layers mounted as a real
+// overlayfs and scanned as a plain root give the same programs.
+func TestMergedViewMatchesKernelOverlay(t *testing.T) {
+	tg, base := overlayImage(t)
+	l0, l1, l2 := tg.Layers[0].Dir, tg.Layers[1].Dir, tg.Layers[2].Dir
+	tiny := tinyGo(t)
+	write(t, l0, "usr/bin/wget", tiny, 0o755)                  // survives
+	write(t, l0, "usr/bin/su", tiny, os.ModeSetuid|0o755)      // survives
+	write(t, l0, "usr/bin/nc", tiny, 0o755)                    // replaced by data in l2
+	write(t, l2, "usr/bin/nc", []byte("not a program"), 0o644) //
+	symlink(t, l1, "bin/ash", "/usr/local/bin/busybox")        // resolves into the upper dir
+	write(t, l1, "opt/tools/gdb", tiny, 0o755)                 // new file inside the opaque dir
+	merged, work := filepath.Join(base, "merged"), filepath.Join(base, "work")
+	os.MkdirAll(merged, 0o755)
+	os.MkdirAll(work, 0o755)
+	lower := tg.Layers[2].Dir + ":" + tg.Layers[1].Dir + ":" + tg.Layers[0].Dir
+	if err := unix.Mount("overlay", merged, "overlay", 0, "lowerdir="+lower+",upperdir="+tg.Upper+",workdir="+work); err != nil {
+		testenv.Unavailable(t, "overlayfs mount: "+err.Error())
+	}
+	defer unix.Unmount(merged, unix.MNT_DETACH)
+
+	fromLayers := scan(t, tg, Options{})
+	fromKernel := scan(t, Target{Root: merged}, Options{})
+	key := func(r *Report) map[string]string {
+		m := map[string]string{}
+		for _, f := range r.Findings {
+			switch f.GetKind() {
+			case loupev1.Kind_KIND_SHELL_PRESENT, loupev1.Kind_KIND_PKG_MANAGER_PRESENT, loupev1.Kind_KIND_TOOL_PRESENT, loupev1.Kind_KIND_SUID, loupev1.Kind_KIND_WORLD_WRITABLE:
+				m[f.GetKind().ShortName()+" "+f.GetFile().GetPath()] = f.GetFile().GetSha256()
+			}
+		}
+		return m
+	}
+	a, b := key(fromLayers), key(fromKernel)
+	if len(a) < 5 || len(a) != len(b) {
+		t.Fatalf("layers: %v\nkernel overlay: %v", a, b)
+	}
+	for k, v := range a {
+		if b[k] != v {
+			t.Fatalf("%s: layers %q, kernel overlay %q", k, v, b[k])
+		}
+	}
+	t.Logf("layers and kernel overlay agree on %v", a)
+	if fromLayers.Profile.Name != fromKernel.Profile.Name {
+		t.Fatalf("profile: layers %s, kernel %s", fromLayers.Profile.Name, fromKernel.Profile.Name)
+	}
+}
