@@ -212,7 +212,7 @@ func TestSwapDuringScan(t *testing.T) {
 	canary, content, hash := hostCanary(t)
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
-		t.Skip("busybox-static not installed")
+		testenv.Unavailable(t, "busybox-static not installed")
 	}
 	root := t.TempDir()
 	for i := 0; i < 200; i++ {

@@ -3,6 +3,7 @@ package inspect
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -14,6 +15,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
+
+	"github.com/loupe-dev/loupe/internal/testenv"
 )
 
 // write creates a file (and parents) inside root.
@@ -36,7 +39,7 @@ func copyHost(t testing.TB, root, p, host string) {
 	t.Helper()
 	b, err := os.ReadFile(host)
 	if err != nil {
-		t.Skipf("fixture %s unavailable: %v (run scripts/deps.sh)", host, err)
+		testenv.Unavailable(t, fmt.Sprintf("fixture %s unavailable: %v", host, err))
 	}
 	write(t, root, p, b, 0o755)
 }
@@ -78,7 +81,7 @@ func tinyGo(t testing.TB) []byte {
 		}
 	})
 	if tinyErr != "" {
-		t.Skip("cannot build tiny Go fixture: " + tinyErr)
+		testenv.Unavailable(t, "cannot build tiny Go fixture: "+tinyErr)
 	}
 	b, err := os.ReadFile(tinyPath)
 	if err != nil {
@@ -91,7 +94,7 @@ func tinyGo(t testing.TB) []byte {
 func hostDpkg(t testing.TB, n int) []byte {
 	b, err := os.ReadFile("/var/lib/dpkg/status")
 	if err != nil {
-		t.Skipf("no dpkg status on this host: %v", err)
+		testenv.Unavailable(t, fmt.Sprintf("no dpkg status on this host: %v", err))
 	}
 	st := strings.Split(string(b), "\n\n")
 	return []byte(strings.Join(st[:min(n, len(st))], "\n\n") + "\n")

@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"golang.org/x/sys/unix"
+
+	"github.com/loupe-dev/loupe/internal/testenv"
 )
 
 type ent struct {
@@ -70,9 +72,7 @@ func image(t *testing.T, user string, layers ...v1.Layer) v1.Image {
 }
 
 func TestUnpackHostileDockerArchive(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (ownership of unpacked files)")
-	}
+	testenv.RequireRoot(t)
 	host := t.TempDir() // must stay untouched
 	l1 := layerOf(t, []ent{
 		{name: "bin/", typ: tar.TypeDir},

@@ -9,6 +9,8 @@ import (
 	"github.com/loupe-dev/loupe/agent/inspect"
 	"github.com/loupe-dev/loupe/agent/inspect/layercache"
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
+
+	"github.com/loupe-dev/loupe/internal/testenv"
 )
 
 func put(t *testing.T, root, p string, b []byte, mode os.FileMode) {
@@ -36,7 +38,7 @@ func count(r *inspect.Report, k loupev1.Kind) int {
 func TestSharedAndPersistent(t *testing.T) {
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
-		t.Skip("busybox-static not installed (scripts/deps.sh)")
+		testenv.Unavailable(t, "busybox-static not installed")
 	}
 	base := t.TempDir()
 	l0, l1, up1, up2 := filepath.Join(base, "l0"), filepath.Join(base, "l1"), filepath.Join(base, "up1"), filepath.Join(base, "up2")

@@ -3,18 +3,21 @@ package pkgdb
 import (
 	"archive/zip"
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/loupe-dev/loupe/internal/testenv"
 )
 
 // hostDpkgExcerpt returns the first n stanzas of this host's real dpkg status.
 func hostDpkgExcerpt(t testing.TB, n int) []byte {
 	b, err := os.ReadFile("/var/lib/dpkg/status")
 	if err != nil {
-		t.Skipf("no dpkg status on this host: %v", err)
+		testenv.Unavailable(t, fmt.Sprintf("no dpkg status on this host: %v", err))
 	}
 	st := strings.Split(string(b), "\n\n")
 	if len(st) > n {
@@ -71,7 +74,7 @@ func TestParseOSRelease(t *testing.T) {
 		}
 		return
 	}
-	t.Skip("no os-release on this host")
+	testenv.Unavailable(t, "no os-release on this host")
 }
 
 func TestParsePythonMetadata(t *testing.T) {
@@ -135,7 +138,7 @@ func buildTinyGo(t testing.TB) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		t.Skip("go toolchain not on PATH")
+		testenv.Unavailable(t, "go toolchain not on PATH")
 	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module example.com/tiny\n\ngo 1.22\n"), 0o644)
