@@ -55,7 +55,7 @@ func symlink(t testing.TB, root, p, target string) {
 
 var (
 	tinyOnce sync.Once
-	tinyPath string
+	tinyBin  []byte
 	tinyErr  string
 )
 
@@ -70,24 +70,26 @@ func tinyGo(t testing.TB) []byte {
 			return
 		}
 		dir, _ := os.MkdirTemp("", "loupe-tiny-")
+		defer os.RemoveAll(dir)
 		os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module example.com/tiny\n\ngo 1.22\n"), 0o644)
 		os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"tiny\") }\n"), 0o644)
-		tinyPath = filepath.Join(dir, "tiny")
-		cmd := exec.Command(goBin, "build", "-o", tinyPath, ".")
+		out := filepath.Join(dir, "tiny")
+		cmd := exec.Command(goBin, "build", "-o", out, ".")
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false", "GOPROXY=off", "CGO_ENABLED=0")
 		if b, err := cmd.CombinedOutput(); err != nil {
 			tinyErr = string(b)
+			return
+		}
+		var err2 error
+		if tinyBin, err2 = os.ReadFile(out); err2 != nil {
+			tinyErr = err2.Error()
 		}
 	})
 	if tinyErr != "" {
 		testenv.Unavailable(t, "cannot build tiny Go fixture: "+tinyErr)
 	}
-	b, err := os.ReadFile(tinyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return tinyBin
 }
 
 // hostDpkg returns n stanzas of this host's real dpkg status file.
