@@ -1,0 +1,278 @@
+package kubernetes
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/loupe-dev/loupe/internal/tlsutil"
+)
+
+// privilegedOverlays may run containers privileged: true; each is
+// documented in docs/install.md and docs/threat-model.md.
+var privilegedOverlays = map[string]bool{"overlays/privileged": true}
+
+// buildDirs copies deploy/kubernetes to a temporary directory, writes a
+// generated PKI where overlays/secret-tls expects its PEM files, and returns
+// the directories to build (base and every overlay) under that copy.
+func buildDirs(t *testing.T) (root string, dirs []string) {
+	t.Helper()
+	root = t.TempDir()
+	if err := os.CopyFS(root, os.DirFS(".")); err != nil {
+		t.Fatal(err)
+	}
+	tlsDir := filepath.Join(root, "overlays/secret-tls/tls")
+	pki, err := tlsutil.GeneratePKI(filepath.Join(root, "pki"), "node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dst, src := range map[string]string{"ca.crt": pki.CAFile, "collector.crt": pki.ServerCert, "collector.key": pki.ServerKey,
+		"agent.crt": pki.Clients["node-1"][0], "agent.key": pki.Clients["node-1"][1]} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(tlsDir, dst), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dirs = []string{"base"}
+	ents, err := os.ReadDir(filepath.Join(root, "overlays"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		dirs = append(dirs, "overlays/"+e.Name())
+	}
+	return root, dirs
+}
+
+func TestManifestsBuildAndDecodeStrictly(t *testing.T) {
+	root, dirs := buildDirs(t)
+	if len(dirs) < 5 {
+		t.Fatalf("expected base and at least 4 overlays, got %v", dirs)
+	}
+	for _, d := range dirs {
+		t.Run(d, func(t *testing.T) {
+			objs, err := Build(filepath.Join(root, d))
+			if err != nil {
+				t.Fatal(err)
+			}
+			kinds := map[string]int{}
+			for _, o := range objs {
+				kinds[o.Kind]++
+				if o.Kind != "Namespace" && o.Namespace != "loupe" {
+					t.Errorf("%s %s is in namespace %q, want loupe", o.Kind, o.Name, o.Namespace)
+				}
+			}
+			for _, k := range []string{"Namespace", "ServiceAccount", "DaemonSet", "Deployment", "Service", "PersistentVolumeClaim", "NetworkPolicy"} {
+				if kinds[k] == 0 {
+					t.Errorf("no %s in %s", k, d)
+				}
+			}
+			checkPolicy(t, objs, privilegedOverlays[d])
+			checkSecretsExist(t, d, objs)
+		})
+	}
+}
+
+// checkSecretsExist: every overlay that provides TLS provides both Secrets
+// the pods mount (as a Secret or a cert-manager Certificate).
+func checkSecretsExist(t *testing.T, dir string, objs []Object) {
+	if dir == "base" {
+		return
+	}
+	have := map[string]bool{}
+	for _, o := range objs {
+		switch v := o.Value.(type) {
+		case *corev1.Secret:
+			have[v.Name] = true
+		case *Certificate:
+			have[v.Spec.SecretName] = true
+		}
+	}
+	for _, o := range objs {
+		spec := podSpec(o)
+		if spec == nil {
+			continue
+		}
+		for _, vol := range spec.Volumes {
+			if vol.Secret != nil && !have[vol.Secret.SecretName] {
+				t.Errorf("%s %s mounts Secret %s that %s does not provide", o.Kind, o.Name, vol.Secret.SecretName, dir)
+			}
+		}
+	}
+}
+
+func podSpec(o Object) *corev1.PodSpec {
+	switch v := o.Value.(type) {
+	case *appsv1.DaemonSet:
+		return &v.Spec.Template.Spec
+	case *appsv1.Deployment:
+		return &v.Spec.Template.Spec
+	}
+	return nil
+}
+
+// checkPolicy: images pinned, resources set, read-only root filesystems,
+// no privileged containers (unless allowed), no token automount, probes.
+func checkPolicy(t *testing.T, objs []Object, allowPrivileged bool) {
+	t.Helper()
+	for _, o := range objs {
+		spec := podSpec(o)
+		if spec == nil {
+			continue
+		}
+		if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+			t.Errorf("%s %s: automountServiceAccountToken must be false (no Kubernetes API access)", o.Kind, o.Name)
+		}
+		for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+			where := o.Kind + " " + o.Name + " container " + c.Name
+			if !pinned(c.Image) {
+				t.Errorf("%s: image %q is not pinned to a version tag or digest", where, c.Image)
+			}
+			if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
+				t.Errorf("%s: cpu/memory requests and a memory limit are required", where)
+			}
+			sc := c.SecurityContext
+			if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+				t.Errorf("%s: readOnlyRootFilesystem must be true", where)
+			}
+			if sc != nil && sc.Privileged != nil && *sc.Privileged && !allowPrivileged {
+				t.Errorf("%s: privileged: true outside a documented overlay", where)
+			}
+			if !allowPrivileged && (sc == nil || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL")) {
+				t.Errorf("%s: capabilities must drop ALL and add back only what is needed", where)
+			}
+			if c.LivenessProbe == nil || c.ReadinessProbe == nil {
+				t.Errorf("%s: liveness and readiness probes are required", where)
+			}
+		}
+	}
+}
+
+func pinned(image string) bool {
+	if strings.Contains(image, "@sha256:") {
+		return true
+	}
+	i := strings.LastIndex(image, ":")
+	if i < 0 || strings.Contains(image[i:], "/") {
+		return false
+	}
+	tag := image[i+1:]
+	return tag != "" && tag != "latest"
+}
+
+func TestPinned(t *testing.T) {
+	for img, want := range map[string]bool{"a/b:v1.2.3": true, "a/b@sha256:0123": true, "a/b": false, "a/b:latest": false,
+		"registry:5000/b": false, "registry:5000/b:v1": true} {
+		if pinned(img) != want {
+			t.Errorf("pinned(%q) = %v, want %v", img, !want, want)
+		}
+	}
+}
+
+// TestAgentDaemonSet checks what the agent needs from the node and what it
+// must not get, in the base every overlay builds on.
+func TestAgentDaemonSet(t *testing.T) {
+	ds := AgentDaemonSet(t, "base")
+	spec := ds.Spec.Template.Spec
+	if !spec.HostPID || spec.PriorityClassName != "system-node-critical" {
+		t.Errorf("hostPID %v priorityClassName %q", spec.HostPID, spec.PriorityClassName)
+	}
+	if len(spec.Tolerations) != 1 || spec.Tolerations[0].Operator != corev1.TolerationOpExists || spec.Tolerations[0].Key != "" {
+		t.Errorf("tolerations %+v: want one that tolerates every taint", spec.Tolerations)
+	}
+	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType {
+		t.Errorf("update strategy %q", ds.Spec.UpdateStrategy.Type)
+	}
+	c := spec.Containers[0]
+	var nodeEnv bool
+	for _, e := range c.Env {
+		if e.Name == "NODE_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName" {
+			nodeEnv = true
+		}
+	}
+	if !nodeEnv {
+		t.Error("NODE_NAME must come from the downward API (spec.nodeName)")
+	}
+	if c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Errorf("probes %s %s", c.LivenessProbe.HTTPGet.Path, c.ReadinessProbe.HTTPGet.Path)
+	}
+	caps := c.SecurityContext.Capabilities.Add
+	for _, forbidden := range []corev1.Capability{"SYS_ADMIN", "NET_ADMIN", "SYS_MODULE", "ALL"} {
+		if slices.Contains(caps, forbidden) {
+			t.Errorf("capability %s must not be added", forbidden)
+		}
+	}
+	for _, need := range []corev1.Capability{"BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"} {
+		if !slices.Contains(caps, need) {
+			t.Errorf("capability %s missing", need)
+		}
+	}
+	// Every capability is explained in the threat model.
+	doc, err := os.ReadFile("../../docs/threat-model.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cp := range caps {
+		if !strings.Contains(string(doc), "`CAP_"+string(cp)+"`") {
+			t.Errorf("docs/threat-model.md does not explain CAP_%s", cp)
+		}
+	}
+	vols := map[string]corev1.Volume{}
+	for _, v := range spec.Volumes {
+		vols[v.Name] = v
+	}
+	writable := map[string]bool{}
+	for _, m := range c.VolumeMounts {
+		v := vols[m.Name]
+		if v.HostPath != nil && !m.ReadOnly {
+			writable[v.HostPath.Path] = true
+		}
+	}
+	if len(writable) != 1 || !writable["/var/lib/loupe"] {
+		t.Errorf("writable host paths %v: only /var/lib/loupe (spool, layer cache) may be writable", writable)
+	}
+	for _, host := range []string{"/proc", "/run/containerd", "/var/lib/containerd", "/sys/fs/cgroup", "/sys/kernel/btf", "/sys/kernel/tracing", "/sys/fs/bpf"} {
+		if _, ok := HostMount(ds, host); !ok {
+			t.Errorf("host path %s is not mounted", host)
+		}
+	}
+}
+
+func TestNetworkPolicyAdmitsOnlyAgentsToGRPC(t *testing.T) {
+	objs, err := Build("base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		np, ok := o.Value.(*networkingv1.NetworkPolicy)
+		if !ok {
+			continue
+		}
+		if np.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"] != "loupe-collector" {
+			t.Fatalf("policy selects %v", np.Spec.PodSelector.MatchLabels)
+		}
+		for _, r := range np.Spec.Ingress {
+			for _, p := range r.Ports {
+				if p.Port.IntValue() != 7443 {
+					continue
+				}
+				for _, f := range r.From {
+					if f.NamespaceSelector != nil || (f.PodSelector != nil && f.PodSelector.MatchLabels["app.kubernetes.io/name"] != "loupe-agent") {
+						t.Errorf("gRPC port admits %+v", f)
+					}
+				}
+			}
+		}
+		return
+	}
+	t.Fatal("no NetworkPolicy")
+}
