@@ -16,7 +16,7 @@ import (
 // decoded into (a k8s.io/api type or one of this package's CRD mirrors).
 type Object struct {
 	Kind, Namespace, Name string
-	Value                any
+	Value                 any
 }
 
 // Build runs kustomize on dir (as `kubectl kustomize dir`) and decodes every
