@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,21 +9,100 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 )
 
+// queryFilters are the collector query flags shared by `loupe query` and
+// `loupe report`.
+type queryFilters struct {
+	since, until, severity string
+	kinds                  []string
+	req                    loupev1.QueryRequest
+	nodes                  []string
+	oldestFirst            bool
+	limit                  uint32
+}
+
+func (q *queryFilters) register(f *pflag.FlagSet, defaultLimit uint32) {
+	f.StringVar(&q.since, "since", "24h", "only findings after this: a duration ago (90m, 24h, 7d) or RFC 3339 time; \"\" for all")
+	f.StringVar(&q.until, "until", "", "only findings before this: a duration ago or RFC 3339 time")
+	f.StringArrayVar(&q.kinds, "kind", nil, "finding kind, e.g. shell_exec, exec_failed, drift_exec (repeatable)")
+	f.StringVar(&q.severity, "severity", "", "minimum severity: info, low, medium, high, critical")
+	f.StringArrayVar(&q.nodes, "node", nil, "node name (repeatable)")
+	f.StringVar(&q.req.Namespace, "namespace", "", "Kubernetes namespace")
+	f.StringVar(&q.req.Pod, "pod", "", "pod name; * matches any characters (api-*)")
+	f.StringVar(&q.req.ContainerId, "container", "", "container id or a prefix of at least 4 characters")
+	f.StringVar(&q.req.Image, "image", "", "image reference; * matches any characters")
+	f.StringVar(&q.req.Sha256, "sha256", "", "file sha256 (hex)")
+	f.StringVar(&q.req.Grep, "grep", "", "case-insensitive text in argv, file path, package or summary")
+	f.Uint32Var(&q.limit, "limit", defaultLimit, "maximum number of findings")
+	f.BoolVar(&q.oldestFirst, "oldest-first", false, "oldest findings first (a timeline)")
+}
+
+// request builds the QueryRequest from the flags.
+func (q *queryFilters) request(now time.Time) (*loupev1.QueryRequest, error) {
+	req := &q.req
+	var err error
+	if req.Since, err = parseTimeFlag("--since", q.since, now); err != nil {
+		return nil, err
+	}
+	if req.Until, err = parseTimeFlag("--until", q.until, now); err != nil {
+		return nil, err
+	}
+	req.Kinds = nil
+	for _, k := range q.kinds {
+		kind, err := loupev1.ParseKind(k)
+		if err != nil {
+			return nil, fmt.Errorf("--kind: %w", err)
+		}
+		req.Kinds = append(req.Kinds, kind)
+	}
+	if q.severity != "" {
+		if req.MinSeverity, err = loupev1.ParseSeverity(q.severity); err != nil {
+			return nil, fmt.Errorf("--severity: %w", err)
+		}
+	}
+	req.Nodes = q.nodes
+	req.Limit = q.limit
+	req.Order = loupev1.Order_ORDER_NEWEST_FIRST
+	if q.oldestFirst {
+		req.Order = loupev1.Order_ORDER_OLDEST_FIRST
+	}
+	return req, nil
+}
+
+// fetchFindings runs a query against the collector and collects the stream.
+func fetchFindings(ctx context.Context, cf *clientFlags, req *loupev1.QueryRequest) ([]*loupev1.Finding, error) {
+	conn, err := cf.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	stream, err := loupev1.NewCollectorClient(conn).Query(ctx, req)
+	if err != nil {
+		return nil, rpcError(cf.addr, "query", err)
+	}
+	var out []*loupev1.Finding
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, rpcError(cf.addr, "query", err)
+		}
+		out = append(out, resp.GetFindings()...)
+	}
+}
+
 func newQueryCmd() *cobra.Command {
 	var (
-		cf                     clientFlags
-		since, until, severity string
-		kinds                  []string
-		req                    loupev1.QueryRequest
-		nodes                  []string
-		oldestFirst            bool
-		limit                  uint32
-		format                 string
+		cf     clientFlags
+		qf     queryFilters
+		format string
 	)
 	cmd := &cobra.Command{
 		Use:   "query",
@@ -38,51 +118,13 @@ func newQueryCmd() *cobra.Command {
 			if err := checkFormat(format); err != nil {
 				return err
 			}
-			now := time.Now()
-			var err error
-			if req.Since, err = parseTimeFlag("--since", since, now); err != nil {
-				return err
-			}
-			if req.Until, err = parseTimeFlag("--until", until, now); err != nil {
-				return err
-			}
-			for _, k := range kinds {
-				kind, err := loupev1.ParseKind(k)
-				if err != nil {
-					return fmt.Errorf("--kind: %w", err)
-				}
-				req.Kinds = append(req.Kinds, kind)
-			}
-			if severity != "" {
-				if req.MinSeverity, err = loupev1.ParseSeverity(severity); err != nil {
-					return fmt.Errorf("--severity: %w", err)
-				}
-			}
-			req.Nodes = nodes
-			req.Limit = limit
-			req.Order = loupev1.Order_ORDER_NEWEST_FIRST
-			if oldestFirst {
-				req.Order = loupev1.Order_ORDER_OLDEST_FIRST
-			}
-			conn, err := cf.dial(cmd.Context())
+			req, err := qf.request(time.Now())
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			stream, err := loupev1.NewCollectorClient(conn).Query(cmd.Context(), &req)
+			out, err := fetchFindings(cmd.Context(), &cf, req)
 			if err != nil {
-				return rpcError(cf.addr, "query", err)
-			}
-			var out []*loupev1.Finding
-			for {
-				resp, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return rpcError(cf.addr, "query", err)
-				}
-				out = append(out, resp.GetFindings()...)
+				return err
 			}
 			if err := printFindings(cmd.OutOrStdout(), format, out); err != nil {
 				return err
@@ -94,19 +136,7 @@ func newQueryCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&since, "since", "24h", "only findings after this: a duration ago (90m, 24h, 7d) or RFC 3339 time; \"\" for all")
-	f.StringVar(&until, "until", "", "only findings before this: a duration ago or RFC 3339 time")
-	f.StringArrayVar(&kinds, "kind", nil, "finding kind, e.g. shell_exec, exec_failed, drift_exec (repeatable)")
-	f.StringVar(&severity, "severity", "", "minimum severity: info, low, medium, high, critical")
-	f.StringArrayVar(&nodes, "node", nil, "node name (repeatable)")
-	f.StringVar(&req.Namespace, "namespace", "", "Kubernetes namespace")
-	f.StringVar(&req.Pod, "pod", "", "pod name; * matches any characters (api-*)")
-	f.StringVar(&req.ContainerId, "container", "", "container id or a prefix of at least 4 characters")
-	f.StringVar(&req.Image, "image", "", "image reference; * matches any characters")
-	f.StringVar(&req.Sha256, "sha256", "", "file sha256 (hex)")
-	f.StringVar(&req.Grep, "grep", "", "case-insensitive text in argv, file path, package or summary")
-	f.Uint32Var(&limit, "limit", 1000, "maximum number of findings")
-	f.BoolVar(&oldestFirst, "oldest-first", false, "oldest findings first (a timeline)")
+	qf.register(f, 1000)
 	f.StringVarP(&format, "output", "o", formatTable, "output format: table, json or jsonl")
 	cf.register(cmd)
 	return cmd

@@ -25,6 +25,7 @@ directories offline (scan). Collector address: --collector, else $LOUPE_COLLECTO
 		newIngestCmd(),
 		newRunCmd(),
 		newScanCmd(),
+		newReportCmd(),
 	)
 	return root
 }

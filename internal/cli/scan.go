@@ -34,6 +34,8 @@ func newScanCmd() *cobra.Command {
 		hashCap  int64
 		timeout  time.Duration
 		user     string
+		profiles []string // compliance: --profile (report.go)
+		hdfFile  string
 	)
 	cmd := &cobra.Command{
 		Use:   "scan DIR|IMAGE.tar",
@@ -99,6 +101,11 @@ exists. A summary line (files, bytes, time) and progress go to stderr.`,
 			if err != nil {
 				return err
 			}
+			controls, err := scanCompliance(cmd.Context(), target, rep, profiles, hdfFile)
+			if err != nil {
+				return err
+			}
+			rep.Findings = append(rep.Findings, controls...)
 			if sbomFile != "" {
 				if err := writeSBOM(sbomFile, rep); err != nil {
 					return err
@@ -136,6 +143,8 @@ exists. A summary line (files, bytes, time) and progress go to stderr.`,
 	f.Int64Var(&maxFiles, "max-files", 0, "stop after this many files (default 2,000,000)")
 	f.Int64Var(&hashCap, "hash-cap", 0, "do not hash files larger than this many bytes (default 256 MiB)")
 	f.DurationVar(&timeout, "timeout", 0, "stop walking after this long (default 10m)")
+	f.StringArrayVar(&profiles, "profile", nil, "run a compliance profile: a shipped `NAME` (distroless-baseline) or a profile FILE (repeatable); CONTROL_RESULT findings")
+	f.StringVar(&hdfFile, "hdf", "", "write the compliance results as HDF (InSpec exec-json, for Heimdall) to `FILE` (default profile: distroless-baseline)")
 	f.StringVar(&user, "user", "", "the user the container runs as, for RUNS_AS_ROOT (default: image config's User; unknown for directories)")
 	return cmd
 }
