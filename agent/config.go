@@ -28,6 +28,7 @@ type Config struct {
 	ExecFailures        bool                  // attach the syscall tracepoints that see failed execs
 	TraceHost           bool                  // report host processes too, not only containers
 	RulesFile           string                // "" for the shipped default
+	ProfilesDir         string                // compliance profiles directory; "" for the shipped profiles
 	RescanInterval      time.Duration         // full rescan period (jittered)
 	ScanConcurrency     int                   // containers scanned at once
 	SpoolMaxBytes       int64                 // spool bound
@@ -77,6 +78,11 @@ func (c *Config) Validate() error {
 	}
 	if c.HostRoot == "" || c.HostRoot[0] != '/' {
 		errs = append(errs, fmt.Errorf("--host-root %q must be an absolute path", c.HostRoot))
+	}
+	if c.ProfilesDir != "" {
+		if st, err := os.Stat(c.ProfilesDir); err != nil || !st.IsDir() {
+			errs = append(errs, fmt.Errorf("--profiles %s: not a readable directory", c.ProfilesDir))
+		}
 	}
 	if c.StateDir == "" {
 		errs = append(errs, errors.New("--state-dir is required"))

@@ -22,6 +22,7 @@ func RegisterFlags(f *pflag.FlagSet, cfg *Config) {
 	f.BoolVar(&cfg.ExecFailures, "exec-failures", cfg.ExecFailures, "trace failed exec attempts too (attaches execve syscall tracepoints: ~45 ns per syscall host-wide)")
 	f.BoolVar(&cfg.TraceHost, "trace-host", cfg.TraceHost, "also report execs of host processes (noisy; containers only by default)")
 	f.StringVar(&cfg.RulesFile, "rules", "", "rules file (YAML, see docs/rules.md); default: the shipped rules")
+	f.StringVar(&cfg.ProfilesDir, "profiles", "", "directory of compliance profiles (YAML, see docs/compliance.md), reloaded on change; default: the shipped distroless-baseline")
 	f.DurationVar(&cfg.RescanInterval, "rescan-interval", cfg.RescanInterval, "period of full container rescans (jittered ±10%)")
 	f.IntVar(&cfg.ScanConcurrency, "scan-concurrency", cfg.ScanConcurrency, "containers scanned at the same time")
 	f.Int64Var(&cfg.SpoolMaxBytes, "spool-max-bytes", cfg.SpoolMaxBytes, "bound of the on-disk spool; when full, lowest severity findings are dropped first (counted)")

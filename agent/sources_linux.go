@@ -316,12 +316,14 @@ func (a *Agent) scanContainer(ctx context.Context, id string) {
 	if !ok || c.State != runtime.StateRunning {
 		return
 	}
-	rep, err := p.scanner.Scan(ctx, scanTarget(c))
+	target := scanTarget(c)
+	rep, err := p.scanner.Scan(ctx, target)
 	if err != nil {
 		p.scanErrors.Inc()
 		a.log.Warn("scan container", "container", c.String(), "err", err)
 		return
 	}
+	defer a.evaluateCompliance(ctx, c, target, rep) // compliance_linux.go: CONTROL_RESULT findings
 	p.scanDur.Observe(rep.Duration.Seconds())
 	p.cacheHits.Add(float64(rep.CacheHits))
 	var walked int64
