@@ -285,15 +285,18 @@ func Parse(file string, data []byte) (*Profile, error) {
 	} else {
 		ids := map[string]int{}
 		for _, cn := range controls.Content {
-			c := p.control(cn)
-			if c == nil {
+			c, ok := p.control(cn)
+			if c == nil || c.ID == "" {
 				continue
 			}
 			if l, dup := ids[c.ID]; dup {
 				p.errf(cn, "control %q: duplicate id (first at line %d)", c.ID, l)
+				continue
 			}
 			ids[c.ID] = cn.Line
-			prof.Controls = append(prof.Controls, c)
+			if ok {
+				prof.Controls = append(prof.Controls, c)
+			}
 		}
 	}
 	if len(p.errs) > 0 {
@@ -361,12 +364,13 @@ func (p *parser) str(dst *string) func(*yaml.Node) {
 	}
 }
 
-func (p *parser) control(n *yaml.Node) *Control {
+// control parses one control; ok is false when it had errors.
+func (p *parser) control(n *yaml.Node) (c *Control, ok bool) {
 	if n.Kind != yaml.MappingNode {
 		p.errf(n, "a control is a mapping (id, title, impact, tests, …)")
-		return nil
+		return nil, false
 	}
-	c := &Control{Line: n.Line, Impact: -1}
+	c = &Control{Line: n.Line, Impact: -1}
 	var impact *yaml.Node
 	var tests *yaml.Node
 	nerr := len(p.errs)
@@ -436,10 +440,7 @@ func (p *parser) control(n *yaml.Node) *Control {
 	if s, ok := c.Tags["severity"].(string); ok && !validSeverity(s) {
 		p.errf(n, "control %q: tag severity %q: want none, low, medium, high or critical", c.ID, s)
 	}
-	if len(p.errs) > nerr {
-		return nil
-	}
-	return c
+	return c, len(p.errs) == nerr
 }
 
 func validSeverity(s string) bool {
