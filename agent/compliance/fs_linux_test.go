@@ -21,7 +21,7 @@ func TestLayeredFS(t *testing.T) {
 	tree(t, lower, map[string]string{
 		"etc/a": "lower a", "etc/b": "lower b", "opq/old": "hidden", "usr/bin/tool": "tool", "bin": "->usr/bin",
 	})
-	tree(t, mid, map[string]string{"etc/a": "mid a", "opq/new": "new", "opq/"+"sub/": ""})
+	tree(t, mid, map[string]string{"etc/a": "mid a", "opq/new": "new", "opq/" + "sub/": ""})
 	if err := unix.Setxattr(filepath.Join(mid, "opq"), "trusted.overlay.opaque", []byte("y"), 0); err != nil {
 		t.Fatalf("set trusted.overlay.opaque: %v", err)
 	}
@@ -75,4 +75,3 @@ func TestLayeredFS(t *testing.T) {
 		t.Errorf("ReadFile over max: %v", err)
 	}
 }
-

@@ -13,17 +13,17 @@ import (
 func TestResources(t *testing.T) {
 	root := distrolessTree(t)
 	tree(t, root, map[string]string{
-		"etc/app.conf":  "# comment\nlisten = 8080\n[tls]\nenabled = yes\n; other\n",
-		"etc/sshd_config": "PermitRootLogin no\nPasswordAuthentication   no\n",
-		"etc/app.json":  `{"server":{"port":8443,"tls":true,"hosts":["a","b"]}}`,
-		"etc/app.yaml":  "server:\n  port: 8443\n  hosts: [a, b]\n",
-		"etc/bad.json":  `{"server":`,
-		"etc/key/id":    "-----BEGIN OPENSSH PRIVATE KEY-----\nxx\n",
-		"etc/loop1":     "->loop2",
-		"etc/loop2":     "->loop1",
-		"etc/ca-link":   "->ssl/certs/ca-certificates.crt",
-		"etc/empty/":    "",
-		"usr/lib/os-release": osRel,
+		"etc/app.conf":                  "# comment\nlisten = 8080\n[tls]\nenabled = yes\n; other\n",
+		"etc/sshd_config":               "PermitRootLogin no\nPasswordAuthentication   no\n",
+		"etc/app.json":                  `{"server":{"port":8443,"tls":true,"hosts":["a","b"]}}`,
+		"etc/app.yaml":                  "server:\n  port: 8443\n  hosts: [a, b]\n",
+		"etc/bad.json":                  `{"server":`,
+		"etc/key/id":                    "-----BEGIN OPENSSH PRIVATE KEY-----\nxx\n",
+		"etc/loop1":                     "->loop2",
+		"etc/loop2":                     "->loop1",
+		"etc/ca-link":                   "->ssl/certs/ca-certificates.crt",
+		"etc/empty/":                    "",
+		"usr/lib/os-release":            osRel,
 		"var/lib/dpkg/status.d/openssl": "Package: openssl\nVersion: 3.0.11-1~deb12u2\nArchitecture: amd64\nStatus: install ok installed\n",
 	})
 	if err := syscall.Mkfifo(filepath.Join(root, "etc/fifo"), 0o644); err != nil {
