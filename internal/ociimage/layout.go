@@ -108,4 +108,3 @@ func tarDir(w io.Writer, dir string) error {
 	}
 	return tw.Close()
 }
-
