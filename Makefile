@@ -16,7 +16,7 @@ export BPF_CFLAGS := -O2 -g -Wall -Werror
 TEST_FLAGS ?= -count=1 -timeout 30m
 FUZZTIME ?= 5s
 
-.PHONY: help deps build generate check-generate lint test test-unit fuzz demo bench clean
+.PHONY: help deps build generate check-generate lint test test-unit fuzz demo bench image oci clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -50,6 +50,18 @@ demo: deps build ## the main job end to end (see README)
 
 bench: deps build ## run every benchmark and print the figures for docs/performance.md
 	@bash bench/run.sh
+
+IMAGE_REGISTRY ?= ghcr.io/loupe-dev
+
+image: ## build the agent, collector and CLI images with docker buildx (needs Docker)
+	for t in agent:loupe-agent collector:loupe-collector cli:loupe; do \
+	  docker buildx build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) \
+	    --target $${t%%:*} -t $(IMAGE_REGISTRY)/$${t#*:}:$(VERSION) --load . || exit 1; \
+	done
+
+oci: build ## build the same images as OCI tarballs in bin/oci without Docker (go-containerregistry)
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) \
+	  $(GO) run ./deploy/oci --bin bin --out bin/oci --registry $(IMAGE_REGISTRY) --version $(VERSION) --commit $(COMMIT)
 
 clean: ## remove build output
 	rm -rf bin
