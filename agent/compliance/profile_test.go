@@ -1,10 +1,14 @@
 package compliance
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	sigsyaml "sigs.k8s.io/yaml"
 )
 
 // TestParseErrors: every problem is reported with file and line.
@@ -107,4 +111,40 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSchemaAcceptsShipped: the JSON schema of the format (for editors and
+// CI linting) accepts the shipped profile and rejects what Parse rejects.
+func TestSchemaAcceptsShipped(t *testing.T) {
+	sch, err := jsonschema.NewCompiler().Compile("profile.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(name string, y []byte) error {
+		j, err := sigsyaml.YAMLToJSON(y)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(j))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sch.Validate(inst)
+	}
+	data, _ := shippedFS.ReadFile("profiles/distroless-baseline.yaml")
+	if err := check("shipped", data); err != nil {
+		t.Errorf("shipped profile: %v", err)
+	}
+	for _, bad := range []string{
+		oneTest(`command: {cmd: id}`),
+		oneTest(`file: {path: /etc/passwd, colour: blue}`),
+		strings.Replace(oneTest(`no_shell: {}`), "impact: 0.5", "impact: 2", 1),
+	} {
+		if err := check("bad", []byte(bad)); err == nil {
+			t.Errorf("schema accepts:\n%s", bad)
+		}
+		if _, err := Parse("bad.yaml", []byte(bad)); err == nil {
+			t.Errorf("Parse accepts:\n%s", bad)
+		}
+	}
 }
