@@ -415,10 +415,11 @@ func (e *evaluator) checkFile(t *Test) (string, []string, error) {
 }
 
 // grepTree finds regular files below dir whose content matches t.notRe
-// (depth ≤ 8, at most 2000 files, files ≤ MaxRead).
+// (depth ≤ 8, at most 2000 files and 64 MiB read, files ≤ MaxRead).
 func (e *evaluator) grepTree(dir string, t *Test) ([]string, error) {
 	var hits []string
 	n := 0
+	var total int64
 	var walk func(d string, depth int) error
 	walk = func(d string, depth int) error {
 		if depth > 8 {
@@ -445,6 +446,9 @@ func (e *evaluator) grepTree(dir string, t *Test) ([]string, error) {
 				}
 				if fi.Size > MaxRead {
 					continue
+				}
+				if total += fi.Size; total > 64<<20 {
+					return fmt.Errorf("more than 64 MiB of files below %s", dir)
 				}
 				data, err := e.t.FS.ReadFile(p, MaxRead)
 				if err != nil {

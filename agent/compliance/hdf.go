@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/internal/version"
 )
@@ -251,7 +254,12 @@ func (r *Run) Findings() []*loupev1.Finding {
 		if len(summary) > 400 {
 			summary = summary[:400] + "…"
 		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			id = uuid.New()
+		}
 		out = append(out, &loupev1.Finding{
+			Id: id.String(), Time: timestamppb.New(r.Start.Add(r.Duration)), AgentVersion: version.Version,
 			Kind: loupev1.Kind_KIND_CONTROL_RESULT, Severity: sev, Rule: "compliance." + r.Profile.Name + "." + c.ID,
 			Summary: summary, Container: r.Container, Node: r.Node,
 			Control: &loupev1.Control{Profile: r.Profile.Name, ProfileVersion: r.Profile.Version, Id: c.ID, Title: c.Title,
