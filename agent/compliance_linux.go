@@ -18,6 +18,7 @@ import (
 // shipped ones) after each container scan and emits CONTROL_RESULT findings
 // when a control's status for a container changes.
 type complianceState struct {
+	once     sync.Once
 	set      *compliance.Set
 	err      error
 	controls *prometheus.CounterVec
@@ -35,28 +36,27 @@ var complianceStates sync.Map // *Agent → *complianceState
 const complianceReloadInterval = 3 * time.Second
 
 func (a *Agent) complianceState(ctx context.Context) *complianceState {
-	if v, ok := complianceStates.Load(a); ok {
-		return v.(*complianceState)
-	}
-	s := &complianceState{last: map[string]map[string]string{}}
-	v, loaded := complianceStates.LoadOrStore(a, s)
-	if loaded {
-		return v.(*complianceState)
-	}
+	v, _ := complianceStates.LoadOrStore(a, &complianceState{})
+	s := v.(*complianceState)
+	s.once.Do(func() { a.initCompliance(ctx, s) })
+	return s
+}
+
+func (a *Agent) initCompliance(ctx context.Context, s *complianceState) {
+	s.last = map[string]map[string]string{}
 	s.controls = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "loupe", Subsystem: "agent", Name: "controls_total",
 		Help: "Compliance controls evaluated per container scan, by profile and status (passed, failed, skipped, error)."}, []string{"profile", "status"})
 	s.evalDur = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "loupe", Subsystem: "agent", Name: "compliance_duration_seconds",
 		Help: "Duration of evaluating all compliance profiles against one container.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)})
-	if err := a.reg.Register(s.controls); err != nil {
-		a.log.Warn("register compliance metrics", "err", err)
-	}
-	if err := a.reg.Register(s.evalDur); err != nil {
-		a.log.Warn("register compliance metrics", "err", err)
+	for _, c := range []prometheus.Collector{s.controls, s.evalDur} {
+		if err := a.reg.Register(c); err != nil {
+			a.log.Warn("register compliance metrics", "err", err)
+		}
 	}
 	s.set, s.err = compliance.NewSet(a.cfg.ProfilesDir, a.log)
 	if s.err != nil {
 		a.log.Error("compliance profiles unavailable", "err", s.err)
-		return s
+		return
 	}
 	for _, p := range s.set.Profiles() {
 		for _, st := range []compliance.Status{compliance.Passed, compliance.Failed, compliance.Skipped, compliance.Error} {
@@ -71,7 +71,6 @@ func (a *Agent) complianceState(ctx context.Context) *complianceState {
 			}
 		}
 	})
-	return s
 }
 
 // evaluateCompliance runs the active profiles against a scanned container
