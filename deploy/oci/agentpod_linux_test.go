@@ -142,6 +142,7 @@ func TestAgentImageRunsAsDaemonSetPod(t *testing.T) {
 				t.Errorf("finding node %q, want oci-node (NODE_NAME from the downward API)", f.GetNode())
 			}
 			t.Logf("finding: %s %s %s", f.GetKind().ShortName(), f.GetSeverity().ShortName(), f.GetSummary())
+			checkDocumented(t, testenv.HTTPGet(t, "http://"+agentHTTP+"/metrics")+testenv.HTTPGet(t, "http://"+httpAddr+"/metrics"))
 			return
 		}
 		if time.Now().After(deadline) {
@@ -295,5 +296,35 @@ func checkCaps(t *testing.T, pid int, add []string) {
 	}
 	if eff != want {
 		t.Errorf("agent CapEff %#x, want %#x (exactly %v)", eff, want, add)
+	}
+}
+
+// checkDocumented: every loupe_ metric family the real agent and collector
+// expose is listed in docs/metrics.md.
+func checkDocumented(t *testing.T, exposition string) {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, reported := 0, map[string]bool{}
+	for _, line := range strings.Split(exposition, "\n") {
+		if !strings.HasPrefix(line, "loupe_") {
+			continue
+		}
+		name := strings.FieldsFunc(line, func(r rune) bool { return r == '{' || r == ' ' })[0]
+		for _, suf := range []string{"_bucket", "_sum", "_count"} {
+			if strings.HasSuffix(name, "_seconds"+suf) {
+				name = strings.TrimSuffix(name, suf)
+			}
+		}
+		n++
+		if !strings.Contains(string(doc), "`"+name+"`") && !reported[name] {
+			reported[name] = true
+			t.Errorf("metric %s is exposed but not documented in docs/metrics.md", name)
+		}
+	}
+	if n < 20 {
+		t.Errorf("only %d loupe_ samples scraped", n)
 	}
 }
