@@ -78,6 +78,7 @@ type PodMonitor struct {
 	Kind       string     `json:"kind"`
 	Metadata   ObjectMeta `json:"metadata"`
 	Spec       struct {
+		JobLabel            string        `json:"jobLabel,omitempty"`
 		Selector            LabelSelector `json:"selector"`
 		PodMetricsEndpoints []Endpoint    `json:"podMetricsEndpoints"`
 	} `json:"spec"`
@@ -89,6 +90,7 @@ type ServiceMonitor struct {
 	Kind       string     `json:"kind"`
 	Metadata   ObjectMeta `json:"metadata"`
 	Spec       struct {
+		JobLabel  string        `json:"jobLabel,omitempty"`
 		Selector  LabelSelector `json:"selector"`
 		Endpoints []Endpoint    `json:"endpoints"`
 	} `json:"spec"`

@@ -276,3 +276,41 @@ func TestNetworkPolicyAdmitsOnlyAgentsToGRPC(t *testing.T) {
 	}
 	t.Fatal("no NetworkPolicy")
 }
+
+// TestMonitorsMatchAlertRules: the scrape jobs and the node label are what
+// deploy/prometheus/rules.yaml selects on.
+func TestMonitorsMatchAlertRules(t *testing.T) {
+	root, _ := buildDirs(t)
+	objs, err := Build(filepath.Join(root, "overlays/full"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := os.ReadFile("../prometheus/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pm *PodMonitor
+	var podLabels map[string]string
+	for _, o := range objs {
+		switch v := o.Value.(type) {
+		case *PodMonitor:
+			pm = v
+		case *appsv1.DaemonSet:
+			podLabels = v.Spec.Template.Labels
+		}
+	}
+	if pm == nil {
+		t.Fatal("no PodMonitor in overlays/full")
+	}
+	job := podLabels[pm.Spec.JobLabel]
+	if !strings.Contains(string(rules), `job="`+job+`"`) {
+		t.Errorf("agent scrape job %q (pod label %q) is not the job the alert rules select", job, pm.Spec.JobLabel)
+	}
+	node := false
+	for _, r := range pm.Spec.PodMetricsEndpoints[0].Relabelings {
+		node = node || (r.TargetLabel == "node" && slices.Contains(r.SourceLabels, "__meta_kubernetes_pod_node_name"))
+	}
+	if !node || !strings.Contains(string(rules), "by (node)") {
+		t.Error("the PodMonitor must set the node label the alert rules group by")
+	}
+}
