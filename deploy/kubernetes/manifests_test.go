@@ -237,6 +237,9 @@ func TestAgentDaemonSet(t *testing.T) {
 			writable[v.HostPath.Path] = true
 		}
 	}
+	if m := vols["tls"].Secret; m == nil || m.DefaultMode == nil || *m.DefaultMode != 0o400 {
+		t.Errorf("the TLS Secret must be mounted with mode 0400: %+v", m)
+	}
 	if len(writable) != 1 || !writable["/var/lib/loupe"] {
 		t.Errorf("writable host paths %v: only /var/lib/loupe (spool, layer cache) may be writable", writable)
 	}
