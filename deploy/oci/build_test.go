@@ -26,4 +26,3 @@ func buildBinaries(t *testing.T) string {
 	}
 	return dir
 }
-
