@@ -204,3 +204,36 @@ func TestFullDistroAndHardening(t *testing.T) {
 		t.Fatal("SBOM not rendered")
 	}
 }
+
+// A Go program that carries the shells' marker strings (Loupe itself, or
+// this test binary) is not a shell; real busybox still is (TestBusyboxByContent).
+func TestScannerBinaryIsNotAShell(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), string(markBusybox)) || !strings.Contains(string(b), string(markBash)) {
+		t.Fatal("the test binary lacks the marker strings this test relies on")
+	}
+	root := t.TempDir()
+	write(t, root, "usr/local/bin/scanner", b, 0o755)
+	rep := scan(t, Target{Root: root, ImageUser: "65532", UserKnown: true}, Options{})
+	if fs := ofKind(rep, loupev1.Kind_KIND_SHELL_PRESENT); len(fs) != 0 {
+		t.Fatalf("a Go binary with marker strings reported as a shell: %v", fs[0].GetSummary())
+	}
+}
+
+func TestVersionMarker(t *testing.T) {
+	for in, want := range map[string]bool{
+		"xxBusyBox v1.35.0 (Debian)": true, "BusyBox v 1.2": true, "BusyBox v": false,
+		"BusyBox vX BusyBox v9": true, "\x00toybox\x00": false, "BusyBox vsomething": false,
+	} {
+		if got := versionMarker([]byte(in), markBusybox); got != want {
+			t.Errorf("versionMarker(%q) = %v", in, got)
+		}
+	}
+}

@@ -23,7 +23,7 @@ import (
 // ScannerVersion identifies the logic that produced a LayerResult; cached
 // results made by another version are ignored. Bump it whenever detection,
 // inventory or the LayerResult encoding changes.
-const ScannerVersion = "inspect/3"
+const ScannerVersion = "inspect/4"
 
 // UpperLayer is the layer name used for runtime changes (File.layer).
 const UpperLayer = "upper"

@@ -385,20 +385,43 @@ func examineFile(root *safefs.Root, j fileJob, mode layerMode, opts Options, buf
 		}
 	}
 	parseFile(f.File, &e, kind, opts)
+	if e.GoVersion != "" {
+		// busybox, toybox and bash are C programs: a Go binary that carries
+		// their marker strings (a scanner such as Loupe itself) is none of them.
+		e.Multi = ""
+	}
 	return &e
 }
 
-// multiMarker names the multi-call binary whose marker b contains.
+// multiMarker names the multi-call binary whose marker b contains. The
+// version markers must be followed by a version number ("BusyBox v1.35.0"),
+// not by whatever text happens to come next.
 func multiMarker(b []byte) string {
 	switch {
-	case bytes.Contains(b, markBusybox):
+	case versionMarker(b, markBusybox):
 		return "busybox"
 	case bytes.Contains(b, markToybox):
 		return "toybox"
-	case bytes.Contains(b, markBash):
+	case versionMarker(b, markBash):
 		return "bash"
 	}
 	return ""
+}
+
+// versionMarker reports whether b contains marker followed by a digit
+// (after optional spaces).
+func versionMarker(b, marker []byte) bool {
+	for {
+		i := bytes.Index(b, marker)
+		if i < 0 {
+			return false
+		}
+		rest := bytes.TrimLeft(b[i+len(marker):], " ")
+		if len(rest) > 0 && rest[0] >= '0' && rest[0] <= '9' {
+			return true
+		}
+		b = b[i+len(marker):]
+	}
 }
 
 // parseFile runs the inventory parser for the file's kind.
