@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"bytes"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -11,8 +12,10 @@ import (
 // PrometheusRuleYAML wraps a plain Prometheus rules file (deploy/prometheus/rules.yaml)
 // into a monitoring.coreos.com/v1 PrometheusRule named loupe in namespace loupe.
 // The rules text is kept as it is (indented under spec), so the generated
-// object is reviewable line by line against its source. The rules file must
-// decode strictly as a RulesFile.
+// object is reviewable line by line against its source; when re-indenting
+// would change its meaning (tabs, flow style, block scalars), the spec is
+// encoded from the decoded rules instead. The rules file must decode
+// strictly as a RulesFile.
 func PrometheusRuleYAML(rules []byte) ([]byte, error) {
 	var rf RulesFile
 	if err := yaml.UnmarshalStrict(rules, &rf); err != nil {
@@ -21,6 +24,19 @@ func PrometheusRuleYAML(rules []byte) ([]byte, error) {
 	if len(rf.Groups) == 0 {
 		return nil, fmt.Errorf("decode rules file: no groups")
 	}
+	out := wrapText(rules)
+	var pr PrometheusRule
+	if err := yaml.UnmarshalStrict(out, &pr); err == nil && reflect.DeepEqual(pr.Spec, rf) {
+		return out, nil
+	}
+	spec, err := yaml.Marshal(rf)
+	if err != nil {
+		return nil, fmt.Errorf("encode rules: %w", err)
+	}
+	return wrapText(spec), nil
+}
+
+func wrapText(rules []byte) []byte {
 	var b bytes.Buffer
 	b.WriteString("# Generated from deploy/prometheus/rules.yaml by PrometheusRuleYAML\n")
 	b.WriteString("# (LOUPE_UPDATE=1 go test ./deploy/kubernetes/ -run PrometheusRule). Do not edit.\n")
@@ -36,5 +52,5 @@ func PrometheusRuleYAML(rules []byte) ([]byte, error) {
 		}
 		b.WriteString("  " + line + "\n")
 	}
-	return b.Bytes(), nil
+	return b.Bytes()
 }

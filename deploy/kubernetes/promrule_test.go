@@ -64,3 +64,30 @@ func TestPrometheusRuleYAMLRejectsBadInput(t *testing.T) {
 		}
 	}
 }
+
+// FuzzPrometheusRuleYAML: any input either is refused or yields a
+// PrometheusRule whose spec decodes to exactly the input's groups.
+func FuzzPrometheusRuleYAML(f *testing.F) {
+	if src, err := os.ReadFile(rulesPath); err == nil {
+		f.Add(src)
+	}
+	f.Add([]byte("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n"))
+	f.Add([]byte("# c\ngroups:\n- name: g\n  rules: []\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out, err := PrometheusRuleYAML(in)
+		if err != nil {
+			return
+		}
+		var rf RulesFile
+		var pr PrometheusRule
+		if err := yaml.UnmarshalStrict(in, &rf); err != nil {
+			t.Fatalf("accepted input does not decode: %v", err)
+		}
+		if err := yaml.UnmarshalStrict(out, &pr); err != nil {
+			t.Fatalf("output does not decode: %v\n%s", err, out)
+		}
+		if !reflect.DeepEqual(rf, pr.Spec) {
+			t.Fatalf("spec differs from input\n--- in\n%s\n--- out\n%s", in, out)
+		}
+	})
+}
