@@ -81,6 +81,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}, a.spool, a.reg)
 
 	if err := a.setupSources(ctx); err != nil {
+		a.closeSources()
 		a.spool.Close()
 		return nil, err
 	}

@@ -18,9 +18,7 @@ import (
 // shipped ones) after each container scan and emits CONTROL_RESULT findings
 // when a control's status for a container changes.
 type complianceState struct {
-	once     sync.Once
 	set      *compliance.Set
-	err      error
 	controls *prometheus.CounterVec
 	evalDur  prometheus.Histogram
 
@@ -28,58 +26,44 @@ type complianceState struct {
 	last map[string]map[string]string // container id → profile/sha/control → status
 }
 
-// complianceStates holds each Agent's state; it is created on the first
-// scan (the agent's wiring hands over scans through one call).
-var complianceStates sync.Map // *Agent → *complianceState
-
 // complianceReloadInterval is how often --profiles DIR is polled for changes.
 const complianceReloadInterval = 3 * time.Second
 
-func (a *Agent) complianceState(ctx context.Context) *complianceState {
-	v, _ := complianceStates.LoadOrStore(a, &complianceState{})
-	s := v.(*complianceState)
-	s.once.Do(func() { a.initCompliance(ctx, s) })
-	return s
-}
-
-func (a *Agent) initCompliance(ctx context.Context, s *complianceState) {
-	s.last = map[string]map[string]string{}
+// setupCompliance loads the profiles (an error names the file and line) and
+// registers the metrics; the returned source reloads the profiles on change.
+func (a *Agent) setupCompliance() (*complianceState, source, error) {
+	s := &complianceState{last: map[string]map[string]string{}}
+	var err error
+	if s.set, err = compliance.NewSet(a.cfg.ProfilesDir, a.log); err != nil {
+		return nil, source{}, fmt.Errorf("compliance profiles (--profiles): %w", err)
+	}
 	s.controls = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "loupe", Subsystem: "agent", Name: "controls_total",
 		Help: "Compliance controls evaluated per container scan, by profile and status (passed, failed, skipped, error)."}, []string{"profile", "status"})
 	s.evalDur = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "loupe", Subsystem: "agent", Name: "compliance_duration_seconds",
 		Help: "Duration of evaluating all compliance profiles against one container.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)})
-	for _, c := range []prometheus.Collector{s.controls, s.evalDur} {
-		if err := a.reg.Register(c); err != nil {
-			a.log.Warn("register compliance metrics", "err", err)
-		}
-	}
-	s.set, s.err = compliance.NewSet(a.cfg.ProfilesDir, a.log)
-	if s.err != nil {
-		a.log.Error("compliance profiles unavailable", "err", s.err)
-		return
-	}
+	a.reg.MustRegister(s.controls, s.evalDur)
 	for _, p := range s.set.Profiles() {
 		for _, st := range []compliance.Status{compliance.Passed, compliance.Failed, compliance.Skipped, compliance.Error} {
 			s.controls.WithLabelValues(p.Name, string(st))
 		}
 	}
-	go s.set.Watch(ctx, complianceReloadInterval, func() {
-		// New or changed profiles: evaluate every running container again.
-		for _, c := range a.parts.registry.List() {
-			if c.Kind != runtime.KindSandbox && c.State == runtime.StateRunning {
-				a.queueScan(c.ID)
+	watch := source{"compliance-profiles", func(ctx context.Context) error {
+		return s.set.Watch(ctx, complianceReloadInterval, func() {
+			// New or changed profiles: evaluate every running container again.
+			for _, c := range a.parts.registry.List() {
+				if c.Kind != runtime.KindSandbox && c.State == runtime.StateRunning {
+					a.queueScan(c.ID)
+				}
 			}
-		}
-	})
+		})
+	}}
+	return s, watch, nil
 }
 
 // evaluateCompliance runs the active profiles against a scanned container
 // and emits the control results whose status changed since the last scan.
 func (a *Agent) evaluateCompliance(ctx context.Context, c *runtime.Container, t inspect.Target, rep *inspect.Report) {
-	s := a.complianceState(ctx)
-	if s.set == nil {
-		return
-	}
+	s := a.parts.compliance
 	profiles := s.set.Profiles()
 	if len(profiles) == 0 {
 		return

@@ -37,6 +37,8 @@ type parts struct {
 	mu   sync.Mutex
 	seen map[string]map[string]bool // container id → fingerprints of inventory findings sent
 
+	compliance *complianceState
+
 	scanQueue  chan string
 	scanDur    prometheus.Histogram
 	scanFiles  prometheus.Counter
@@ -117,12 +119,19 @@ func (a *Agent) setupSources(ctx context.Context) error {
 		Help: "Container scans that failed (the container is retried at the next rescan)."})
 	a.reg.MustRegister(p.scanDur, p.scanFiles, p.cacheHits, p.scanErrors)
 
+	comp, watch, err := a.setupCompliance()
+	if err != nil {
+		return err
+	}
+	p.compliance = comp
+
 	events, cancel := p.registry.Subscribe(4096)
 	a.sources = append(a.sources,
 		source{"runtime", p.registry.Run},
 		source{"runtime-events", func(ctx context.Context) error { defer cancel(); return a.runtimeEvents(ctx, events) }},
 		source{"scanner", a.scanLoop},
 		source{"rescan", a.rescanLoop},
+		watch,
 	)
 	if p.tracer != nil {
 		hostMntNS, _ := runtime.ProcMountNS(a.cfg.HostRoot, 1)
