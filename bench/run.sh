@@ -16,5 +16,7 @@ step "exec tracer (bench/exec)"
 go build -o /tmp/loupe-benchexec ./bench/exec && /tmp/loupe-benchexec -n 50000 -rounds 10
 step "inspection (bench/scan)"
 go run ./bench/scan
+step "compliance (bench/compliance)"
+go build -o /tmp/loupe-benchcompliance ./bench/compliance && /tmp/loupe-benchcompliance
 step "agent end to end (bench/agent)"
 LOUPE_BENCH=1 go test -count=1 -v -run TestAgentBench ./bench/agent
