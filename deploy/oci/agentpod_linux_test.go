@@ -65,7 +65,7 @@ func TestAgentImageRunsAsDaemonSetPod(t *testing.T) {
 
 	ds := kubernetes.AgentDaemonSet(t, "base")
 	if !ds.Spec.Template.Spec.HostPID || !ds.Spec.Template.Spec.HostNetwork {
-		t.Fatal("the DaemonSet must use hostPID and hostNetwork (RunHostPod gives both)")
+		t.Fatal("the DaemonSet must use hostPID and hostNetwork (RunPod with HostPID gives both)")
 	}
 	agentHTTP := testenv.FreeAddr(t)
 	cfg := containerFromManifest(t, env, &ds.Spec.Template.Spec.Containers[0], ds.Spec.Template.Spec.Volumes, map[string]string{
@@ -85,7 +85,7 @@ func TestAgentImageRunsAsDaemonSetPod(t *testing.T) {
 	// the node's /run/containerd and /var/lib/containerd, seen at the same place.
 	cfg.Mounts = append(cfg.Mounts, testenv.HostMount{HostPath: env.Dir(), ContainerPath: "/host" + env.Dir(), ReadOnly: true})
 
-	pod := env.RunHostPod(t, testenv.HostPodConfig{Name: "loupe-agent-x7k2p", Namespace: "loupe"})
+	pod := env.RunPod(t, testenv.PodConfig{Name: "loupe-agent-x7k2p", Namespace: "loupe", HostPID: true})
 	agent := pod.StartHost(t, cfg)
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -32,6 +32,8 @@ type PodConfig struct {
 	Labels, Annotations map[string]string
 	// Privileged makes the sandbox privileged (needed for privileged containers).
 	Privileged bool
+	// HostPID shares the host's PID namespace (hostPID: true), for node agents.
+	HostPID bool
 }
 
 // Pod is a pod sandbox created through CRI RunPodSandbox.
@@ -69,6 +71,10 @@ func (e *Env) RunPod(t testing.TB, cfg PodConfig) *Pod {
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatalf("run pod %s: %v", cfg.Name, err)
 	}
+	pid := runtimeapi.NamespaceMode_CONTAINER
+	if cfg.HostPID {
+		pid = runtimeapi.NamespaceMode_NODE
+	}
 	sbx := &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: cfg.Name, Namespace: cfg.Namespace, Uid: cfg.UID},
 		Labels:       labels,
@@ -77,7 +83,7 @@ func (e *Env) RunPod(t testing.TB, cfg PodConfig) *Pod {
 		Linux: &runtimeapi.LinuxPodSandboxConfig{
 			CgroupParent: e.podCgroup(cfg.UID),
 			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-				NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD},
+				NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Pid: pid, Ipc: runtimeapi.NamespaceMode_POD},
 				Privileged:       cfg.Privileged,
 			},
 		},

@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/google/uuid"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -53,62 +51,6 @@ func (e *Env) ImportImageTar(t testing.TB, path string) []string {
 	return names
 }
 
-// HostPodConfig describes a pod that shares the host's PID namespace (as
-// hostPID: true does), for node agents. Network is always the host's.
-type HostPodConfig struct {
-	Name, Namespace, UID string
-	Labels               map[string]string
-}
-
-// RunHostPod creates a sandbox with host network and host PID namespace,
-// kubelet's labels and cgroup parent; removed when t ends.
-func (e *Env) RunHostPod(t testing.TB, cfg HostPodConfig) *Pod {
-	t.Helper()
-	if cfg.Namespace == "" {
-		cfg.Namespace = "default"
-	}
-	if cfg.UID == "" {
-		cfg.UID = uuid.NewString()
-	}
-	pc := PodConfig{Name: cfg.Name, Namespace: cfg.Namespace, UID: cfg.UID, Labels: cfg.Labels}
-	labels := map[string]string{LabelPodName: cfg.Name, LabelPodNamespace: cfg.Namespace, LabelPodUID: cfg.UID}
-	for k, v := range cfg.Labels {
-		labels[k] = v
-	}
-	logDir := filepath.Join(e.dir, "logs", cfg.Namespace+"_"+cfg.Name+"_"+cfg.UID)
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		t.Fatalf("run pod %s: %v", cfg.Name, err)
-	}
-	sbx := &runtimeapi.PodSandboxConfig{
-		Metadata:     &runtimeapi.PodSandboxMetadata{Name: cfg.Name, Namespace: cfg.Namespace, Uid: cfg.UID},
-		Labels:       labels,
-		Annotations:  map[string]string{"kubernetes.io/config.source": "api"},
-		LogDirectory: logDir,
-		Linux: &runtimeapi.LinuxPodSandboxConfig{
-			CgroupParent: e.podCgroup(cfg.UID),
-			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-				NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_NODE, Ipc: runtimeapi.NamespaceMode_POD},
-			},
-		},
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r, err := e.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sbx})
-	if err != nil {
-		t.Fatalf("RunPodSandbox %s/%s: %v", cfg.Namespace, cfg.Name, err)
-	}
-	p := &Pod{env: e, id: r.PodSandboxId, cfg: pc, sbx: sbx, logDir: logDir}
-	e.mu.Lock()
-	e.pods = append(e.pods, p)
-	e.mu.Unlock()
-	t.Cleanup(func() {
-		if err := p.remove(); err != nil {
-			t.Errorf("remove pod %s: %v", cfg.Name, err)
-		}
-	})
-	return p
-}
-
 // HostMount is a bind mount from the host into a container (a hostPath volume).
 type HostMount struct {
 	HostPath, ContainerPath string
@@ -136,7 +78,7 @@ type HostContainerConfig struct {
 	SeccompUnconfined, AppArmorUnconfined bool
 }
 
-// StartHost creates and starts a container in a host-PID pod (see RunHostPod)
+// StartHost creates and starts a container in a host-PID pod (PodConfig.HostPID)
 // with the given mounts, capabilities and security settings, as kubelet
 // would for a DaemonSet's container.
 func (p *Pod) StartHost(t testing.TB, cfg HostContainerConfig) *Container {
