@@ -80,19 +80,8 @@ func TestCRIContainers(t *testing.T) {
 	var mu sync.Mutex
 	byCgroup, byMnt := map[uint64]Container{}, map[uint64]Container{}
 	cl := New(Options{Node: "n1", Containers: lockedContainers{&mu, byCgroup, byMnt}})
-	var findings []*loupev1.Finding
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tr.Read(ctx, func(ev *bpf.Event) {
-			fs := cl.Classify(ev)
-			mu.Lock()
-			findings = append(findings, fs...)
-			mu.Unlock()
-		})
-	}()
-	defer func() { cancel(); <-done }()
+	log, stop := collect(tr, cl)
+	defer stop()
 
 	track := func(c *testenv.Container, pod *testenv.Pod) (uint64, uint64) {
 		cg, mnt := containerKeys(t, c.PID(t))
@@ -111,23 +100,7 @@ func TestCRIContainers(t *testing.T) {
 	}
 	find := func(what string, pred func(*loupev1.Finding) bool) *loupev1.Finding {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			mu.Lock()
-			for _, f := range findings {
-				if pred(f) {
-					mu.Unlock()
-					return f
-				}
-			}
-			mu.Unlock()
-		}
-		mu.Lock()
-		for _, f := range findings {
-			t.Logf("seen: %s %s %s", f.Kind, f.Severity, f.Summary)
-		}
-		mu.Unlock()
-		t.Fatalf("no finding: %s", what)
-		return nil
+		return log.find(t, 10*time.Second, what, pred)
 	}
 
 	// busybox: kubectl exec … sh -c id
@@ -212,19 +185,8 @@ func TestCRIEnforcement(t *testing.T) {
 	var mu sync.Mutex
 	byCgroup := map[uint64]Container{}
 	cl := New(Options{Node: "n1", Containers: lockedContainers{&mu, byCgroup, map[uint64]Container{}}})
-	var findings []*loupev1.Finding
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tr.Read(ctx, func(ev *bpf.Event) {
-			fs := cl.Classify(ev)
-			mu.Lock()
-			findings = append(findings, fs...)
-			mu.Unlock()
-		})
-	}()
-	defer func() { cancel(); <-done }()
+	log, stop := collect(tr, cl)
+	defer stop()
 
 	start := func(ns string) *testenv.Container {
 		pod := env.RunPod(t, testenv.PodConfig{Name: "bb-1", Namespace: ns})
@@ -252,14 +214,7 @@ func TestCRIEnforcement(t *testing.T) {
 	}
 	t.Logf("enforced exec: err=%v result=%+v", err, res)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		mu.Lock()
-		var killed *loupev1.Finding
-		for _, f := range findings {
-			if f.Action == "killed" && f.Container.GetId() == locked.ID() {
-				killed = f
-			}
-		}
-		mu.Unlock()
+		killed := log.last(func(f *loupev1.Finding) bool { return f.Action == "killed" && f.Container.GetId() == locked.ID() })
 		if killed != nil {
 			if killed.Kind != loupev1.Kind_KIND_SHELL_EXEC || killed.Severity != loupev1.Severity_SEVERITY_HIGH {
 				t.Errorf("killed finding: %v", killed)
@@ -306,19 +261,8 @@ func TestFollowRealRegistry(t *testing.T) {
 	go func() { followDone <- Follow(ctx, reg, tr, FollowOptions{HostMntNS: self.Ino}) }()
 
 	cl := New(Options{Node: "n1", Containers: FromRegistry(reg)})
-	var mu sync.Mutex
-	var findings []*loupev1.Finding
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		tr.Read(ctx, func(ev *bpf.Event) {
-			fs := cl.Classify(ev)
-			mu.Lock()
-			findings = append(findings, fs...)
-			mu.Unlock()
-		})
-	}()
-	defer func() { cancel(); <-readDone; <-followDone }()
+	log, stopLog := collect(tr, cl)
+	defer func() { cancel(); stopLog(); <-followDone }()
 
 	pod := env.RunPod(t, testenv.PodConfig{Name: "follow-0", Namespace: "ops"})
 	c := pod.Start(t, testenv.ContainerConfig{Name: "bb", Image: env.Image(t, testenv.Busybox)})
@@ -337,14 +281,9 @@ func TestFollowRealRegistry(t *testing.T) {
 		if _, err := c.Exec(t, []string{"sh", "-c", "exit 0"}, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		mu.Lock()
-		var got *loupev1.Finding
-		for _, f := range findings {
-			if f.Kind == loupev1.Kind_KIND_SHELL_EXEC && f.Container.GetId() == c.ID() {
-				got = f
-			}
-		}
-		mu.Unlock()
+		got := log.last(func(f *loupev1.Finding) bool {
+			return f.Kind == loupev1.Kind_KIND_SHELL_EXEC && f.Container.GetId() == c.ID()
+		})
 		if got != nil {
 			if got.Container.GetPod() != "follow-0" || got.Container.GetNamespace() != "ops" || got.Container.GetImage() == "" ||
 				got.Process.CgroupId != entry.CgroupID {

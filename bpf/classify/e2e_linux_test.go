@@ -3,7 +3,6 @@
 package classify
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -114,20 +112,8 @@ func TestClassifyRealKernel(t *testing.T) {
 	cl := New(Options{Node: "n1", Containers: fakeContainers{byCgroup: map[uint64]Container{cgID: ctr}}, Drift: UpperDir{}, Procs: procs,
 		PathSearchWindow: time.Minute})
 
-	var mu sync.Mutex
-	var findings []*loupev1.Finding
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tr.Read(ctx, func(ev *bpf.Event) {
-			fs := cl.Classify(ev)
-			mu.Lock()
-			findings = append(findings, fs...)
-			mu.Unlock()
-		})
-	}()
-	defer func() { cancel(); <-done }()
+	log, stop := collect(tr, cl)
+	defer stop()
 
 	run := func(name string, args ...string) error {
 		cmd := exec.Command(name, args...)
@@ -154,23 +140,7 @@ func TestClassifyRealKernel(t *testing.T) {
 
 	find := func(what string, pred func(*loupev1.Finding) bool) *loupev1.Finding {
 		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			mu.Lock()
-			for _, f := range findings {
-				if pred(f) {
-					mu.Unlock()
-					return f
-				}
-			}
-			mu.Unlock()
-		}
-		mu.Lock()
-		for _, f := range findings {
-			t.Logf("seen: %s %s %s", f.Kind, f.Severity, f.Summary)
-		}
-		mu.Unlock()
-		t.Fatalf("no finding: %s", what)
-		return nil
+		return log.find(t, 5*time.Second, what, pred)
 	}
 	sh := find("SHELL_EXEC", func(f *loupev1.Finding) bool { return f.Kind == loupev1.Kind_KIND_SHELL_EXEC })
 	if sh.Container.GetPod() != "web-0" || sh.Process.Filename != "/bin/busybox" || sh.Details["filename_passed"] != "/bin/sh" ||
@@ -188,9 +158,7 @@ func TestClassifyRealKernel(t *testing.T) {
 		t.Errorf("path_search_misses = %q", id.Details["path_search_misses"])
 	}
 	// the held failure of /bin/bash (nothing followed it) comes out of Flush
-	mu.Lock()
-	findings = append(findings, cl.Flush(time.Time{})...)
-	mu.Unlock()
+	log.add(cl.Flush(time.Time{})...)
 	script := find("DRIFT_EXEC of a script", func(f *loupev1.Finding) bool {
 		return f.Kind == loupev1.Kind_KIND_DRIFT_EXEC && f.File.GetPath() == "/tmp/run.sh"
 	})
@@ -201,9 +169,7 @@ func TestClassifyRealKernel(t *testing.T) {
 	if failed.Process.Filename != "/bin/bash" || failed.Process.Errno != int32(syscall.ENOENT) || failed.Severity != loupev1.Severity_SEVERITY_HIGH {
 		t.Errorf("failed finding: %v", failed)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	for _, f := range findings {
+	for _, f := range log.all() {
 		if f.Kind == loupev1.Kind_KIND_DRIFT_EXEC && f.File.GetPath() != "/tmp/evil" && f.File.GetPath() != "/tmp/run.sh" {
 			t.Errorf("image file reported as drift: %v", f)
 		}
