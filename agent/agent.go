@@ -150,15 +150,10 @@ func (a *Agent) Serve(ctx context.Context) error {
 	stopEmit()
 	<-emitDone
 	// Give the exporter a moment to deliver what was just flushed; the spool keeps the rest.
-	drain := time.NewTimer(2 * time.Second)
-	for a.spool.Stats().Findings > 0 && a.export.Connected() {
-		select {
-		case <-drain.C:
-			goto stop
-		case <-time.After(50 * time.Millisecond):
-		}
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) &&
+		a.spool.Stats().Findings > 0 && a.export.Connected(); {
+		time.Sleep(50 * time.Millisecond)
 	}
-stop:
 	stopExport()
 	<-exportDone
 	if httpSrv != nil {

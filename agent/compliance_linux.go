@@ -116,9 +116,7 @@ func (a *Agent) evaluateCompliance(ctx context.Context, c *runtime.Container, t 
 	}
 	s.mu.Unlock()
 	for _, f := range fresh {
-		if a.emit.Enabled(f.GetKind()) {
-			a.emit.Emit(ctx, f)
-		}
+		a.emit.Emit(ctx, f)
 	}
 	a.log.Debug("compliance evaluated", "container", c.String(), "profiles", len(profiles), "new_results", len(fresh),
 		"duration", time.Since(start))

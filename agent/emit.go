@@ -79,9 +79,6 @@ func (e *emitter) Emit(ctx context.Context, f *loupev1.Finding) {
 	}
 }
 
-// Enabled reports whether findings of kind k are wanted at all.
-func (e *emitter) Enabled(k loupev1.Kind) bool { return e.rules.Enabled(k) }
-
 // run writes findings to the spool in batches until ctx is done, then
 // flushes what it holds.
 func (e *emitter) run(ctx context.Context) {

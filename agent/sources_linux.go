@@ -248,10 +248,7 @@ func (a *Agent) traceLoop(ctx context.Context) error {
 			p.execs.put(ev)
 		}
 		for _, f := range p.classifier.Classify(ev) {
-			if !a.emit.Enabled(f.GetKind()) {
-				continue
-			}
-			a.emit.Emit(ctx, f)
+			a.emit.Emit(ctx, f) // drops kinds the rules disable
 			if f.GetKind() == loupev1.Kind_KIND_DRIFT_EXEC {
 				a.queueScan(f.GetContainer().GetId())
 			}
@@ -351,7 +348,7 @@ func (a *Agent) scanContainer(ctx context.Context, id string) {
 	var fresh []*loupev1.Finding
 	for _, f := range rep.Findings {
 		fp := fingerprint(f)
-		if !seen[fp] && a.emit.Enabled(f.GetKind()) {
+		if !seen[fp] {
 			seen[fp] = true
 			fresh = append(fresh, f)
 		}

@@ -204,10 +204,6 @@ func Parse(b []byte, name string) (*Set, error) {
 // KillShells returns the enforcement selectors (none: enforcement off).
 func (s *Set) KillShells() []Selector { return s.killShells }
 
-// Enabled reports whether findings of kind k are reported at all (lets
-// detectors skip work for disabled kinds).
-func (s *Set) Enabled(k loupev1.Kind) bool { return !s.disabled[k] }
-
 // Apply evaluates f in place: it may change f.Severity and f.Rule. It returns
 // the decision and the name of the rule that made it ("" for none).
 func (s *Set) Apply(f *loupev1.Finding) (Decision, string) {
