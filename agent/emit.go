@@ -29,6 +29,7 @@ type emitter struct {
 	findings   *prometheus.CounterVec
 	suppressed *prometheus.CounterVec
 	spoolErrs  prometheus.Counter
+	lost       prometheus.Counter
 }
 
 func newEmitter(node string, rs *rules.Set, sp *spool.Spool, log *slog.Logger, reg prometheus.Registerer) *emitter {
@@ -48,8 +49,12 @@ func newEmitter(node string, rs *rules.Set, sp *spool.Spool, log *slog.Logger, r
 			Namespace: "loupe", Subsystem: "agent", Name: "spool_write_errors_total",
 			Help: "Batches of findings the spool could not store (disk full or broken state dir).",
 		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "loupe", Subsystem: "agent", Name: "findings_lost_total",
+			Help: "Findings dropped before the spool because it kept failing while 100,000 were waiting.",
+		}),
 	}
-	reg.MustRegister(e.findings, e.suppressed, e.spoolErrs)
+	reg.MustRegister(e.findings, e.suppressed, e.spoolErrs, e.lost)
 	return e
 }
 
@@ -95,6 +100,7 @@ func (e *emitter) run(ctx context.Context) {
 				return
 			}
 			e.log.Error("dropping findings after repeated spool failures", "findings", len(batch))
+			e.lost.Add(float64(len(batch)))
 		} else {
 			for _, f := range batch {
 				e.findings.WithLabelValues(f.GetKind().ShortName(), f.GetSeverity().ShortName()).Inc()
