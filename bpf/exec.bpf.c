@@ -8,7 +8,14 @@
  * - the execve/execveat syscall tracepoints (attached only in ExecFailures
  *   mode) report failed attempts: enter remembers the user pointers per
  *   thread, exit reads them when the call failed (the old image is intact);
- * - tp_btf/sched_process_exit reports thread-group exits of tracked tasks.
+ * - tp_btf/sched_process_exit reports thread-group exits of tracked tasks
+ *   (two variants: with the group_dead argument of 6.16+ kernels, or from
+ *   signal->live before that; the loader picks one from the kernel's BTF).
+ *
+ * Built twice (bpf/gen.go): as is, with bpf_loop (5.17+) walking the executed
+ * file's path, and with -DLOUPE_NO_BPF_LOOP, a bounded loop for 5.8-5.16.
+ * Every loop keeps its state in map memory so the verifier checks each step
+ * once: no program comes near the verifier's limits (bpf/budget_test.go).
  *
  * Only tasks in a tracked cgroup (v2 id) or a tracked mount namespace are
  * reported unless trace_host is set. Records go to a ring buffer that never
@@ -87,9 +94,29 @@ struct {
 	__type(value, struct pending);
 } inflight SEC(".maps");
 
+/* path_walk is read_path's state between steps. It lives in the scratch map
+ * value, not on the stack: loads from a map value are unknown scalars to the
+ * verifier, so every step starts from the same abstract state and the walk is
+ * verified once, whatever the number of steps (state on the stack made the
+ * verifier enumerate every offset and hit its 1M-instruction limit). */
+struct path_walk {
+	__u64 d;      /* struct dentry * */
+	__u64 vm;     /* struct vfsmount * */
+	__u64 m;      /* struct mount * */
+	__u64 root_d; /* the task's root */
+	__u64 root_m;
+	__u32 off;
+	__u32 start;
+	__u32 complete;
+	__u32 pad;
+};
+
+/* record is the per-CPU buffer a ring-buffer record is built in: the header
+ * and data are submitted, walk is scratch space. */
 struct record {
 	struct event e;
 	char data[DATA_SIZE];
+	struct path_walk walk;
 };
 
 struct {
@@ -101,6 +128,12 @@ struct {
 
 /* Force BTF for the Go side (bpf2go -type event). */
 const struct event *unused_event __attribute__((unused));
+
+static __always_inline struct record *scratch_record(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
 
 static __always_inline void count_lost(void)
 {
@@ -131,8 +164,7 @@ static __always_inline bool tracked(struct task_struct *task, __u64 *cg, __u64 *
 static __always_inline struct record *fill_header(struct task_struct *task, __u8 type, __u64 cg, __u64 mntns,
 						  __u16 flags)
 {
-	__u32 zero = 0;
-	struct record *r = bpf_map_lookup_elem(&scratch, &zero);
+	struct record *r = scratch_record();
 	if (!r)
 		return NULL;
 	struct event *e = &r->e;
@@ -171,57 +203,46 @@ static __always_inline void submit(struct record *r, __u32 off)
 		count_lost();
 }
 
-struct path_walk {
-	struct dentry *d;
-	struct dentry *root_d;
-	struct vfsmount *vm;
-	struct vfsmount *root_m;
-	struct mount *m;
-	__u32 off;
-	__u32 start;
-	bool complete;
-};
-
-/* path_step is one bpf_loop step of read_path: it writes one component or
- * crosses one mount. Returns 1 to stop. */
-static long path_step(__u32 i, struct path_walk *w)
+/* path_step is one step of read_path: it writes one component or crosses one
+ * mount. Returns 1 to stop. Its signature is bpf_loop's callback. */
+static __noinline long path_step(__u32 i, void *unused)
 {
-	__u32 zero = 0;
-	struct record *r = bpf_map_lookup_elem(&scratch, &zero);
+	struct record *r = scratch_record();
 	if (!r)
 		return 1;
-	/* locals: CO-RE relocations must not go through struct path_walk */
-	struct dentry *d = w->d;
-	struct vfsmount *vm = w->vm;
-	struct mount *m = w->m;
-	if (d == w->root_d && vm == w->root_m) {
-		w->complete = true;
+	struct path_walk *w = &r->walk;
+	struct dentry *d = (struct dentry *)w->d;
+	struct vfsmount *vm = (struct vfsmount *)w->vm;
+	struct mount *m = (struct mount *)w->m;
+	if (w->d == w->root_d && w->vm == w->root_m) {
+		w->complete = 1;
 		return 1;
 	}
 	struct dentry *mnt_root = BPF_CORE_READ(vm, mnt_root);
 	if (d == mnt_root) {
 		struct mount *parent = BPF_CORE_READ(m, mnt_parent);
 		if (parent == m) {
-			w->complete = true; /* global root */
+			w->complete = 1; /* global root */
 			return 1;
 		}
-		w->d = BPF_CORE_READ(m, mnt_mountpoint);
-		w->m = parent;
-		w->vm = (struct vfsmount *)((void *)parent + bpf_core_field_offset(struct mount, mnt));
+		w->d = (__u64)BPF_CORE_READ(m, mnt_mountpoint);
+		w->m = (__u64)parent;
+		w->vm = (__u64)parent + bpf_core_field_offset(struct mount, mnt);
 		return 0;
 	}
 	struct dentry *up = BPF_CORE_READ(d, d_parent);
 	if (up == d) {
-		w->complete = true;
+		w->complete = 1;
 		return 1;
 	}
-	if (w->off - w->start > PATH_MAX_BYTES - NAME_MAX_BYTES)
+	__u32 off = w->off;
+	if (off - w->start > PATH_MAX_BYTES - NAME_MAX_BYTES)
 		return 1;
 	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
-	long n = bpf_probe_read_kernel_str(&r->data[w->off & DATA_MASK], NAME_MAX_BYTES, name);
+	long n = bpf_probe_read_kernel_str(&r->data[off & DATA_MASK], NAME_MAX_BYTES, name);
 	if (n > 0)
-		w->off += n;
-	w->d = up;
+		w->off = off + n;
+	w->d = (__u64)up;
 	return 0;
 }
 
@@ -229,19 +250,29 @@ static long path_step(__u32 i, struct path_walk *w)
  * root directory, crossing mounts. Returns the new offset. */
 static __always_inline __u32 read_path(struct record *r, __u32 off, struct file *f, struct task_struct *task)
 {
-	struct path_walk w = {};
-	w.root_d = BPF_CORE_READ(task, fs, root.dentry);
-	w.root_m = BPF_CORE_READ(task, fs, root.mnt);
-	w.d = BPF_CORE_READ(f, f_path.dentry);
+	struct path_walk *w = &r->walk;
+	w->root_d = (__u64)BPF_CORE_READ(task, fs, root.dentry);
+	w->root_m = (__u64)BPF_CORE_READ(task, fs, root.mnt);
+	w->d = (__u64)BPF_CORE_READ(f, f_path.dentry);
 	struct vfsmount *vm = BPF_CORE_READ(f, f_path.mnt);
-	w.vm = vm;
-	w.m = (struct mount *)((void *)vm - bpf_core_field_offset(struct mount, mnt));
-	w.off = off;
-	w.start = off;
-	bpf_loop(PATH_MAX_DEPTH, path_step, &w, 0);
-	if (!w.complete)
+	w->vm = (__u64)vm;
+	w->m = (__u64)vm - bpf_core_field_offset(struct mount, mnt);
+	w->off = off;
+	w->start = off;
+	w->complete = 0;
+#ifdef LOUPE_NO_BPF_LOOP
+	/* Kernels before 5.17: a bounded loop (5.3+) calling the same step. */
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < PATH_MAX_DEPTH; i++)
+		if (path_step(i, NULL))
+			break;
+#else
+	bpf_loop(PATH_MAX_DEPTH, path_step, NULL, 0);
+#endif
+	/* the step may have moved r's pointer; re-read through the same r */
+	if (!w->complete)
 		r->e.flags |= FLAG_PATH_TRUNCATED;
-	return w.off;
+	return w->off;
 }
 
 /* name_kind looks a (kernel) name up in shell_names. */
@@ -253,33 +284,11 @@ static __always_inline __u8 name_kind(const char *src)
 	return v ? *v : 0;
 }
 
-struct nul_scan {
-	__u32 base;
-	__u32 len;
-	__u32 found;
-};
-
-/* nul_step finds the first NUL of argv (the end of argv[0]). */
-static long nul_step(__u32 i, struct nul_scan *sc)
-{
-	__u32 zero = 0;
-	if (i >= sc->len)
-		return 1;
-	struct record *r = bpf_map_lookup_elem(&scratch, &zero);
-	if (!r)
-		return 1;
-	if (r->data[(sc->base + i) & DATA_MASK] == 0) {
-		sc->found = i;
-		return 1;
-	}
-	return 0;
-}
-
 /* is_shell decides, for enforcement, whether the new image is a shell: by
  * comm (basename of the file name), by the executed file's name (covers
  * scripts, whose file is the interpreter), or by the applet (argv[1]) of a
- * multi-call binary such as busybox. */
-static __always_inline bool is_shell(struct record *r, struct file *f, __u32 argv_off)
+ * multi-call binary such as busybox. argv is at [argv_off, end). */
+static __always_inline bool is_shell(struct record *r, struct file *f, __u32 argv_off, __u32 end)
 {
 	__u8 k = name_kind(r->e.comm);
 	if (k == NAME_SHELL)
@@ -290,12 +299,12 @@ static __always_inline bool is_shell(struct record *r, struct file *f, __u32 arg
 		return true;
 	if (k != NAME_MULTICALL && fk != NAME_MULTICALL)
 		return false;
-	/* argv[1]: skip argv[0]. */
-	struct nul_scan sc = {.base = argv_off, .len = r->e.argv_len, .found = 0xffffffff};
-	bpf_loop(256, nul_step, &sc, 0);
-	if (sc.found == 0xffffffff || sc.found + 1 >= r->e.argv_len)
+	/* argv[1] follows argv[0]: a string copy of argv[0] into the unused tail
+	 * of the buffer returns its length, without a loop over its bytes. */
+	long n = bpf_probe_read_kernel_str(&r->data[end & DATA_MASK], ARGV_MAX_BYTES, &r->data[argv_off & DATA_MASK]);
+	if (n <= 0 || (__u32)n >= r->e.argv_len)
 		return false;
-	return name_kind(&r->data[(argv_off + sc.found + 1) & DATA_MASK]) == NAME_SHELL;
+	return name_kind(&r->data[(argv_off + n) & DATA_MASK]) == NAME_SHELL;
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -360,7 +369,7 @@ int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 		}
 	}
 
-	if (enforce && bpf_map_lookup_elem(&kill_cgroups, &cg) && is_shell(r, f, argv_off)) {
+	if (enforce && bpf_map_lookup_elem(&kill_cgroups, &cg) && is_shell(r, f, argv_off, off)) {
 		bpf_send_signal(9);
 		r->e.flags |= FLAG_KILLED;
 	}
@@ -371,7 +380,7 @@ int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 static __always_inline int enter_exec(struct trace_event_raw_sys_enter *ctx, __u64 filename, __u64 argv,
 				      __u8 at)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 cg, mntns;
 	__u16 flags = 0;
 	if (!tracked(task, &cg, &mntns, &flags))
@@ -406,7 +415,7 @@ static __always_inline int exit_exec(struct trace_event_raw_sys_exit *ctx)
 	if (ret >= 0)
 		return 0; /* reported by sched_process_exec */
 
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 cg, mntns;
 	__u16 flags = 0;
 	if (!tracked(task, &cg, &mntns, &flags))
@@ -461,11 +470,8 @@ int tp_exit_execveat(struct trace_event_raw_sys_exit *ctx)
 	return exit_exec(ctx);
 }
 
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(handle_exit, struct task_struct *task, bool group_dead)
+static __always_inline int report_exit(struct task_struct *task)
 {
-	if (!group_dead)
-		return 0;
 	__u64 cg, mntns;
 	__u16 flags = 0;
 	if (!tracked(task, &cg, &mntns, &flags))
@@ -476,4 +482,24 @@ int BPF_PROG(handle_exit, struct task_struct *task, bool group_dead)
 	r->e.ret = BPF_CORE_READ(task, exit_code);
 	submit(r, 0);
 	return 0;
+}
+
+/* Kernels whose sched_process_exit passes group_dead (6.16+). */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(handle_exit_group_dead, struct task_struct *task, bool group_dead)
+{
+	if (!group_dead)
+		return 0;
+	return report_exit(task);
+}
+
+/* Older kernels: do_exit decrements signal->live before the tracepoint, so
+ * the thread group is dead when it reads zero. Threads exiting at the same
+ * moment may both see zero: user space treats a second exit as a no-op. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(handle_exit, struct task_struct *task)
+{
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	return report_exit(task);
 }

@@ -51,30 +51,43 @@ type execRecord struct {
 	_    structs.HostLayout
 	E    execEvent
 	Data [12288]int8
+	Walk struct {
+		_        structs.HostLayout
+		D        uint64
+		Vm       uint64
+		M        uint64
+		RootD    uint64
+		RootM    uint64
+		Off      uint32
+		Start    uint32
+		Complete uint32
+		Pad      uint32
+	}
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	execMapEvents           = "events"
-	execMapInflight         = "inflight"
-	execMapKillCgroups      = "kill_cgroups"
-	execMapLost             = "lost"
-	execMapScratch          = "scratch"
-	execMapShellNames       = "shell_names"
-	execMapTrackedCgroups   = "tracked_cgroups"
-	execMapTrackedMntns     = "tracked_mntns"
-	execProgHandleExec      = "handle_exec"
-	execProgHandleExit      = "handle_exit"
-	execProgTpEnterExecve   = "tp_enter_execve"
-	execProgTpEnterExecveat = "tp_enter_execveat"
-	execProgTpExitExecve    = "tp_exit_execve"
-	execProgTpExitExecveat  = "tp_exit_execveat"
-	execVarEnforce          = "enforce"
-	execVarExecFailures     = "exec_failures"
-	execVarTraceHost        = "trace_host"
-	execVarUnusedEvent      = "unused_event"
+	execMapEvents               = "events"
+	execMapInflight             = "inflight"
+	execMapKillCgroups          = "kill_cgroups"
+	execMapLost                 = "lost"
+	execMapScratch              = "scratch"
+	execMapShellNames           = "shell_names"
+	execMapTrackedCgroups       = "tracked_cgroups"
+	execMapTrackedMntns         = "tracked_mntns"
+	execProgHandleExec          = "handle_exec"
+	execProgHandleExit          = "handle_exit"
+	execProgHandleExitGroupDead = "handle_exit_group_dead"
+	execProgTpEnterExecve       = "tp_enter_execve"
+	execProgTpEnterExecveat     = "tp_enter_execveat"
+	execProgTpExitExecve        = "tp_exit_execve"
+	execProgTpExitExecveat      = "tp_exit_execveat"
+	execVarEnforce              = "enforce"
+	execVarExecFailures         = "exec_failures"
+	execVarTraceHost            = "trace_host"
+	execVarUnusedEvent          = "unused_event"
 )
 
 // loadExec returns the embedded CollectionSpec for exec.
@@ -119,12 +132,13 @@ type execSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type execProgramSpecs struct {
-	HandleExec      *ebpf.ProgramSpec `ebpf:"handle_exec"`
-	HandleExit      *ebpf.ProgramSpec `ebpf:"handle_exit"`
-	TpEnterExecve   *ebpf.ProgramSpec `ebpf:"tp_enter_execve"`
-	TpEnterExecveat *ebpf.ProgramSpec `ebpf:"tp_enter_execveat"`
-	TpExitExecve    *ebpf.ProgramSpec `ebpf:"tp_exit_execve"`
-	TpExitExecveat  *ebpf.ProgramSpec `ebpf:"tp_exit_execveat"`
+	HandleExec          *ebpf.ProgramSpec `ebpf:"handle_exec"`
+	HandleExit          *ebpf.ProgramSpec `ebpf:"handle_exit"`
+	HandleExitGroupDead *ebpf.ProgramSpec `ebpf:"handle_exit_group_dead"`
+	TpEnterExecve       *ebpf.ProgramSpec `ebpf:"tp_enter_execve"`
+	TpEnterExecveat     *ebpf.ProgramSpec `ebpf:"tp_enter_execveat"`
+	TpExitExecve        *ebpf.ProgramSpec `ebpf:"tp_exit_execve"`
+	TpExitExecveat      *ebpf.ProgramSpec `ebpf:"tp_exit_execveat"`
 }
 
 // execMapSpecs contains maps before they are loaded into the kernel.
@@ -208,18 +222,20 @@ type execVariables struct {
 //
 // It can be passed to loadExecObjects or ebpf.CollectionSpec.LoadAndAssign.
 type execPrograms struct {
-	HandleExec      *ebpf.Program `ebpf:"handle_exec"`
-	HandleExit      *ebpf.Program `ebpf:"handle_exit"`
-	TpEnterExecve   *ebpf.Program `ebpf:"tp_enter_execve"`
-	TpEnterExecveat *ebpf.Program `ebpf:"tp_enter_execveat"`
-	TpExitExecve    *ebpf.Program `ebpf:"tp_exit_execve"`
-	TpExitExecveat  *ebpf.Program `ebpf:"tp_exit_execveat"`
+	HandleExec          *ebpf.Program `ebpf:"handle_exec"`
+	HandleExit          *ebpf.Program `ebpf:"handle_exit"`
+	HandleExitGroupDead *ebpf.Program `ebpf:"handle_exit_group_dead"`
+	TpEnterExecve       *ebpf.Program `ebpf:"tp_enter_execve"`
+	TpEnterExecveat     *ebpf.Program `ebpf:"tp_enter_execveat"`
+	TpExitExecve        *ebpf.Program `ebpf:"tp_exit_execve"`
+	TpExitExecveat      *ebpf.Program `ebpf:"tp_exit_execveat"`
 }
 
 func (p *execPrograms) Close() error {
 	return _ExecClose(
 		p.HandleExec,
 		p.HandleExit,
+		p.HandleExitGroupDead,
 		p.TpEnterExecve,
 		p.TpEnterExecveat,
 		p.TpExitExecve,

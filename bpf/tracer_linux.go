@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -27,10 +28,14 @@ import (
 type Tracer struct {
 	cfg        Config
 	log        *slog.Logger
-	objs       loaded
+	maps       *ebpf.Collection // maps only; programs are in progs
+	objs       tracerMaps
+	progs      []*ebpf.Program
+	stats      []ProgramStats
 	links      []link.Link
 	rd         *ringbuf.Reader
 	hooks      []string
+	mode       Mode
 	bootOffset time.Time
 
 	decodeErrs atomic.Uint64
@@ -40,30 +45,36 @@ type Tracer struct {
 	closed    atomic.Bool
 }
 
-// loaded holds the programs and maps actually loaded (the syscall
-// tracepoint programs only in ExecFailures mode).
-type loaded struct {
-	HandleExec     *ebpf.Program `ebpf:"handle_exec"`
-	HandleExit     *ebpf.Program `ebpf:"handle_exit"`
-	Events         *ebpf.Map     `ebpf:"events"`
-	Lost           *ebpf.Map     `ebpf:"lost"`
-	TrackedCgroups *ebpf.Map     `ebpf:"tracked_cgroups"`
-	TrackedMntns   *ebpf.Map     `ebpf:"tracked_mntns"`
-	KillCgroups    *ebpf.Map     `ebpf:"kill_cgroups"`
-	ShellNames     *ebpf.Map     `ebpf:"shell_names"`
-	Inflight       *ebpf.Map     `ebpf:"inflight"`
-	Scratch        *ebpf.Map     `ebpf:"scratch"`
+// tracerMaps are the maps user space reads and writes (owned by Tracer.maps).
+type tracerMaps struct {
+	Events, Lost, TrackedCgroups, TrackedMntns, KillCgroups, ShellNames *ebpf.Map
 }
 
-type failurePrograms struct {
-	EnterExecve   *ebpf.Program `ebpf:"tp_enter_execve"`
-	EnterExecveat *ebpf.Program `ebpf:"tp_enter_execveat"`
-	ExitExecve    *ebpf.Program `ebpf:"tp_exit_execve"`
-	ExitExecveat  *ebpf.Program `ebpf:"tp_exit_execveat"`
+// hook is one program of the tracer and where it attaches.
+type hook struct {
+	prog   string
+	name   string // as listed by Hooks
+	attach func(*ebpf.Program) (link.Link, error)
 }
 
-// NewTracer removes the memlock limit, checks for BTF, probes the hooks,
-// loads and attaches the programs and logs the chosen hook set.
+func tpBTF(prog, event string) hook {
+	return hook{prog, "tp_btf/" + event, func(p *ebpf.Program) (link.Link, error) {
+		return link.AttachTracing(link.TracingOptions{Program: p})
+	}}
+}
+
+func syscallTP(prog, event string) hook {
+	return hook{prog, "tracepoint/syscalls/" + event, func(p *ebpf.Program) (link.Link, error) {
+		return link.Tracepoint("syscalls", event, p, nil)
+	}}
+}
+
+// NewTracer removes the memlock limit, probes the kernel (BTF, ring buffer,
+// bpf_loop, the arguments of sched_process_exit), loads the variant of each
+// program this kernel supports and attaches it. The exec and exit programs
+// are required; the failed-exec programs (Config.ExecFailures) are optional:
+// when they cannot load or attach the tracer runs without them and Mode says
+// why.
 func NewTracer(cfg Config) (_ *Tracer, err error) {
 	log := cfg.Logger
 	if log == nil {
@@ -81,69 +92,59 @@ func NewTracer(cfg Config) (_ *Tracer, err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("load exec tracer: remove memlock limit (needs root or CAP_SYS_RESOURCE): %w", err)
 	}
-	if _, err := btf.LoadKernelSpec(); err != nil {
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
 		return nil, fmt.Errorf("load exec tracer: kernel BTF is missing (needs CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux): %w", err)
 	}
-	probes := probeHooks()
+	feat, err := probeFeatures(kernel)
+	if err != nil {
+		return nil, fmt.Errorf("load exec tracer: %w", err)
+	}
+	t.mode = chooseMode(feat, cfg)
 
-	spec, err := loadExec()
+	var spec *ebpf.CollectionSpec
+	if t.mode.Object == ObjectBPFLoop {
+		spec, err = loadExec()
+	} else {
+		spec, err = loadExecCompat()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load exec tracer: %w", err)
 	}
 	spec.Maps[execMapEvents].MaxEntries = ringSize(cfg.RingBufferBytes)
-	if err := spec.Variables[execVarTraceHost].Set(cfg.TraceHost); err != nil {
-		return nil, fmt.Errorf("load exec tracer: set trace_host: %w", err)
-	}
-	if err := spec.Variables[execVarEnforce].Set(cfg.Enforce); err != nil {
-		return nil, fmt.Errorf("load exec tracer: set enforce: %w", err)
-	}
-	if err := spec.Variables[execVarExecFailures].Set(cfg.ExecFailures); err != nil {
-		return nil, fmt.Errorf("load exec tracer: set exec_failures: %w", err)
-	}
-	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
-		return nil, fmt.Errorf("load exec tracer: load programs (needs root with CAP_BPF and CAP_PERFMON%s): %w", lockdownHint(), err)
+	for name, v := range map[string]bool{execVarTraceHost: cfg.TraceHost, execVarEnforce: cfg.Enforce, execVarExecFailures: cfg.ExecFailures} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("load exec tracer: set %s: %w", name, err)
+		}
 	}
 
-	l, err := link.AttachTracing(link.TracingOptions{Program: t.objs.HandleExec})
-	if err != nil {
-		return nil, fmt.Errorf("load exec tracer: attach tp_btf/sched_process_exec: %w", err)
+	// Maps first, shared by every program; then each program on its own,
+	// so a refused optional program leaves the others loaded and each
+	// program's load is timed.
+	mapSpec := spec.Copy()
+	mapSpec.Programs = nil
+	if t.maps, err = ebpf.NewCollection(mapSpec); err != nil {
+		return nil, fmt.Errorf("load exec tracer: create maps: %w", err)
 	}
-	t.links = append(t.links, l)
-	t.hooks = append(t.hooks, "tp_btf/sched_process_exec")
-	l, err = link.AttachTracing(link.TracingOptions{Program: t.objs.HandleExit})
-	if err != nil {
-		return nil, fmt.Errorf("load exec tracer: attach tp_btf/sched_process_exit: %w", err)
-	}
-	t.links = append(t.links, l)
-	t.hooks = append(t.hooks, "tp_btf/sched_process_exit")
+	m := t.maps.Maps // not Assign, which would take the maps out of the collection
+	t.objs = tracerMaps{Events: m[execMapEvents], Lost: m[execMapLost], TrackedCgroups: m[execMapTrackedCgroups],
+		TrackedMntns: m[execMapTrackedMntns], KillCgroups: m[execMapKillCgroups], ShellNames: m[execMapShellNames]}
 
+	exit := execProgHandleExit
+	if t.mode.Exit == ExitGroupDead {
+		exit = execProgHandleExitGroupDead
+	}
+	for _, h := range []hook{tpBTF(execProgHandleExec, "sched_process_exec"), tpBTF(exit, "sched_process_exit")} {
+		if err := t.load(spec, h); err != nil {
+			return nil, fmt.Errorf("load exec tracer: %w%s", err, lockdownHint())
+		}
+	}
 	if cfg.ExecFailures {
-		if err := ensureTracefs(); err != nil {
-			return nil, fmt.Errorf("load exec tracer: %w", err)
-		}
-		var fp failurePrograms
-		if err := spec.LoadAndAssign(&fp, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
-			execMapEvents: t.objs.Events, execMapLost: t.objs.Lost,
-			execMapTrackedCgroups: t.objs.TrackedCgroups, execMapTrackedMntns: t.objs.TrackedMntns,
-			// shared with handle_exec, which clears the entry of a successful exec
-			execMapInflight: t.objs.Inflight, execMapScratch: t.objs.Scratch,
-		}}); err != nil {
-			return nil, fmt.Errorf("load exec tracer: load syscall tracepoint programs: %w", err)
-		}
-		defer fp.close()
-		for _, a := range []struct {
-			name string
-			prog *ebpf.Program
-		}{
-			{"sys_enter_execve", fp.EnterExecve}, {"sys_exit_execve", fp.ExitExecve},
-			{"sys_enter_execveat", fp.EnterExecveat}, {"sys_exit_execveat", fp.ExitExecveat},
-		} {
-			l, err := link.Tracepoint("syscalls", a.name, a.prog, nil)
-			if err != nil {
-				return nil, fmt.Errorf("load exec tracer: attach tracepoint/syscalls/%s: %w", a.name, err)
-			}
-			t.links = append(t.links, l)
-			t.hooks = append(t.hooks, "tracepoint/syscalls/"+a.name)
+		if err := t.loadFailures(spec); err != nil {
+			t.mode.ExecFailures = "unavailable: " + err.Error()
+			log.Warn("exec tracer: failed exec attempts are not traced", "err", err)
+		} else {
+			t.mode.ExecFailures = "on"
 		}
 	}
 	if cfg.Enforce {
@@ -158,18 +159,132 @@ func NewTracer(cfg Config) (_ *Tracer, err error) {
 		return nil, fmt.Errorf("load exec tracer: open ring buffer: %w", err)
 	}
 	t.bootOffset = bootTimeOffset()
-	log.Info("exec tracer loaded", "hooks", t.hooks, "probes", probes,
-		"ring_buffer_bytes", spec.Maps[execMapEvents].MaxEntries,
-		"exec_failures", cfg.ExecFailures, "trace_host", cfg.TraceHost, "enforce", cfg.Enforce)
+	log.Info("exec tracer loaded", "mode", t.mode.String(), "hooks", t.hooks, "probes", probeHooks(),
+		"ring_buffer_bytes", spec.Maps[execMapEvents].MaxEntries, "trace_host", cfg.TraceHost)
 	return t, nil
 }
 
-func (f *failurePrograms) close() {
-	for _, p := range []*ebpf.Program{f.EnterExecve, f.EnterExecveat, f.ExitExecve, f.ExitExecveat} {
-		if p != nil {
-			p.Close() // the links hold their own references
+// load loads one program against the tracer's maps, records its verifier
+// statistics and attaches it.
+func (t *Tracer) load(spec *ebpf.CollectionSpec, h hook) error {
+	ps := spec.Copy()
+	ps.Programs = map[string]*ebpf.ProgramSpec{h.prog: spec.Programs[h.prog]}
+	start := time.Now()
+	coll, err := ebpf.NewCollectionWithOptions(ps, ebpf.CollectionOptions{MapReplacements: t.maps.Maps})
+	elapsed := time.Since(start)
+	if err != nil {
+		return fmt.Errorf("load program %s: %w", h.prog, oneLine(err))
+	}
+	prog := coll.DetachProgram(h.prog)
+	coll.Close()
+	t.progs = append(t.progs, prog)
+	st := ProgramStats{Name: h.prog, Hook: h.name, LoadTime: elapsed}
+	if info, err := prog.Info(); err == nil {
+		if n, ok := info.VerifiedInstructions(); ok {
+			st.VerifiedInstructions = int(n)
 		}
 	}
+	t.stats = append(t.stats, st)
+	l, err := h.attach(prog)
+	if err != nil {
+		return fmt.Errorf("attach %s: %w", h.name, err)
+	}
+	t.links = append(t.links, l)
+	t.hooks = append(t.hooks, h.name)
+	return nil
+}
+
+// loadFailures loads and attaches the syscall tracepoint programs; on error
+// it detaches those it attached, leaving the rest of the tracer as it was.
+func (t *Tracer) loadFailures(spec *ebpf.CollectionSpec) error {
+	if err := ensureTracefs(); err != nil {
+		return err
+	}
+	nLinks, nProgs, nStats, nHooks := len(t.links), len(t.progs), len(t.stats), len(t.hooks)
+	for _, h := range []hook{
+		syscallTP(execProgTpEnterExecve, "sys_enter_execve"), syscallTP(execProgTpExitExecve, "sys_exit_execve"),
+		syscallTP(execProgTpEnterExecveat, "sys_enter_execveat"), syscallTP(execProgTpExitExecveat, "sys_exit_execveat"),
+	} {
+		if err := t.load(spec, h); err != nil {
+			for _, l := range t.links[nLinks:] {
+				l.Close()
+			}
+			for _, p := range t.progs[nProgs:] {
+				p.Close()
+			}
+			t.links, t.progs, t.stats, t.hooks = t.links[:nLinks], t.progs[:nProgs], t.stats[:nStats], t.hooks[:nHooks]
+			return err
+		}
+	}
+	return nil
+}
+
+// oneLine shortens a verifier error to its cause and last line: the full
+// log (thousands of lines) is for a developer, not for the agent's log.
+func oneLine(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("%v", ve) // %v prints the cause and the last log line only
+	}
+	return err
+}
+
+// kernelFeatures are what the tracer's program variants depend on.
+type kernelFeatures struct {
+	bpfLoop   bool // the bpf_loop helper (5.17+)
+	groupDead bool // sched_process_exit passes group_dead (6.16+)
+}
+
+// probeFeatures reads the running kernel's BTF and probes helpers and map
+// types. A kernel without the BPF ring buffer (before 5.8) is refused.
+func probeFeatures(kernel *btf.Spec) (kernelFeatures, error) {
+	var f kernelFeatures
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		return f, fmt.Errorf("the kernel has no BPF ring buffer (needs Linux 5.8 or later): %w", err)
+	}
+	switch err := features.HaveProgramHelper(ebpf.TracePoint, asm.FnLoop); {
+	case err == nil:
+		f.bpfLoop = true
+	case errors.Is(err, ebpf.ErrNotSupported):
+	default:
+		return f, fmt.Errorf("probe bpf_loop: %w", err)
+	}
+	n, err := tracepointArgs(kernel, "sched_process_exit")
+	if err != nil {
+		return f, err
+	}
+	f.groupDead = n >= 2
+	return f, nil
+}
+
+// tracepointArgs counts the arguments a BTF-enabled tracepoint passes, from
+// its btf_trace_<name> typedef (a pointer to a function whose first
+// parameter is the context).
+func tracepointArgs(kernel *btf.Spec, name string) (int, error) {
+	var td *btf.Typedef
+	if err := kernel.TypeByName("btf_trace_"+name, &td); err != nil {
+		return 0, fmt.Errorf("tracepoint %s is not in the kernel's BTF: %w", name, err)
+	}
+	ptr, ok := btf.UnderlyingType(td.Type).(*btf.Pointer)
+	if !ok {
+		return 0, fmt.Errorf("btf_trace_%s is a %s, not a function pointer", name, td.Type)
+	}
+	fp, ok := btf.UnderlyingType(ptr.Target).(*btf.FuncProto)
+	if !ok || len(fp.Params) == 0 {
+		return 0, fmt.Errorf("btf_trace_%s does not point to a function with a context", name)
+	}
+	return len(fp.Params) - 1, nil
+}
+
+func chooseMode(f kernelFeatures, cfg Config) Mode {
+	m := Mode{Object: ObjectBPFLoop, Exit: ExitGroupDead, ExecFailures: "off", Enforce: cfg.Enforce}
+	if !f.bpfLoop || cfg.NoBPFLoop {
+		m.Object = ObjectBoundedLoop
+	}
+	if !f.groupDead || cfg.NoGroupDead {
+		m.Exit = ExitSignalLive
+	}
+	return m
 }
 
 func (t *Tracer) setShellNames() error {
@@ -406,23 +521,18 @@ func (t *Tracer) Close() error {
 		for _, l := range t.links {
 			l.Close()
 		}
-		for _, c := range []interface{ Close() error }{t.objs.HandleExec, t.objs.HandleExit, t.objs.Events,
-			t.objs.Lost, t.objs.TrackedCgroups, t.objs.TrackedMntns, t.objs.KillCgroups, t.objs.ShellNames,
-			t.objs.Inflight, t.objs.Scratch} {
-			if c != nil && !isNil(c) {
-				c.Close()
-			}
+		for _, p := range t.progs {
+			p.Close()
+		}
+		if t.maps != nil {
+			t.maps.Close()
 		}
 	})
 	return nil
 }
 
-func isNil(c interface{ Close() error }) bool {
-	switch v := c.(type) {
-	case *ebpf.Program:
-		return v == nil
-	case *ebpf.Map:
-		return v == nil
-	}
-	return false
-}
+// Mode says which program variants are loaded and what runs.
+func (t *Tracer) Mode() Mode { return t.mode }
+
+// Programs returns each loaded program's verifier statistics and load time.
+func (t *Tracer) Programs() []ProgramStats { return append([]ProgramStats(nil), t.stats...) }

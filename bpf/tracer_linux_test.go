@@ -19,6 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
 
 	"github.com/loupe-dev/loupe/internal/testenv"
@@ -35,7 +39,26 @@ func TestMain(m *testing.M) {
 		fmt.Printf("error: %v\n", err)
 		os.Exit(0)
 	}
+	forceLegacy = os.Getenv("LOUPE_BPF_TEST_LEGACY") == "1"
 	os.Exit(m.Run())
+}
+
+// forceLegacy makes every test load the variants for older kernels
+// (TestLegacyPaths sets it in a child run).
+var forceLegacy bool
+
+// loadErrs remembers load failures by mode, so that a kernel refusing the
+// programs fails each later test at once instead of verifying them again.
+var loadErrs sync.Map
+
+func kernelSpec() (*btf.Spec, error) { return btf.LoadKernelSpec() }
+
+func haveBPFLoop(t *testing.T) bool {
+	err := features.HaveProgramHelper(ebpf.TracePoint, asm.FnLoop)
+	if err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+		t.Fatal(err)
+	}
+	return err == nil
 }
 
 // threadExec execs from a thread that is not the thread-group leader: first
@@ -156,14 +179,24 @@ func (c *collector) wait(t *testing.T, what string, pred func(*Event) bool) *Eve
 func newTracer(t *testing.T, cfg Config) *Tracer {
 	t.Helper()
 	testenv.RequireRoot(t)
+	if forceLegacy {
+		cfg.NoBPFLoop, cfg.NoGroupDead = true, true
+	}
+	key := fmt.Sprintf("%v/%v/%v", cfg.NoBPFLoop, cfg.NoGroupDead, cfg.ExecFailures)
+	if err, ok := loadErrs.Load(key); ok {
+		t.Fatalf("NewTracer failed in an earlier test: %v", err)
+	}
 	tr, err := NewTracer(cfg)
+	if err != nil && !errors.Is(err, unix.EPERM) {
+		loadErrs.Store(key, err)
+	}
 	if errors.Is(err, unix.EPERM) {
 		testenv.Unavailable(t, "eBPF not permitted: "+err.Error())
 	}
 	if err != nil {
 		t.Fatalf("NewTracer: %v", err)
 	}
-	t.Logf("hooks: %v", tr.Hooks())
+	t.Logf("mode: %s; hooks: %v", tr.Mode(), tr.Hooks())
 	return tr
 }
 

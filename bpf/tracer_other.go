@@ -42,3 +42,9 @@ func (*Tracer) Read(context.Context, func(*Event)) error { return ErrUnsupported
 
 // Close does nothing.
 func (*Tracer) Close() error { return nil }
+
+// Mode returns the zero Mode.
+func (*Tracer) Mode() Mode { return Mode{} }
+
+// Programs returns nil.
+func (*Tracer) Programs() []ProgramStats { return nil }
