@@ -19,6 +19,7 @@ import (
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/bpf"
 	"github.com/loupe-dev/loupe/bpf/classify"
+	"github.com/loupe-dev/loupe/internal/obs"
 	"github.com/loupe-dev/loupe/runtime"
 	"github.com/loupe-dev/loupe/runtime/containerd"
 )
@@ -92,7 +93,15 @@ func (a *Agent) setupSources(ctx context.Context) error {
 	} else {
 		a.reg.MustRegister(bpf.NewMetrics(p.tracer), newExecEventsCollector(p.tracer))
 	}
-	a.checks["tracer"] = func() error { return p.tracerErr }
+	a.checks["tracer"] = func() error {
+		if p.tracerErr != nil {
+			return p.tracerErr
+		}
+		if m := p.tracer.Mode(); m.Degraded() {
+			return obs.Degraded(m.String())
+		}
+		return nil
+	}
 	p.procs = classify.NewProcTable(filepath.Join(a.cfg.HostRoot, "proc"), 0)
 	if _, err := p.procs.Seed(); err != nil {
 		a.log.Warn("seed process table from /proc", "err", err)

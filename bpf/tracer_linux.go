@@ -186,6 +186,10 @@ func (t *Tracer) load(spec *ebpf.CollectionSpec, h hook) error {
 	}
 	t.stats = append(t.stats, st)
 	l, err := h.attach(prog)
+	if h.name == failHook && err == nil {
+		l.Close()
+		l, err = nil, errors.New("failure injected by a test")
+	}
 	if err != nil {
 		return fmt.Errorf("attach %s: %w", h.name, err)
 	}
@@ -193,6 +197,9 @@ func (t *Tracer) load(spec *ebpf.CollectionSpec, h hook) error {
 	t.hooks = append(t.hooks, h.name)
 	return nil
 }
+
+// failHook names a hook whose attachment fails, for tests of degraded modes.
+var failHook string
 
 // loadFailures loads and attaches the syscall tracepoint programs; on error
 // it detaches those it attached, leaving the rest of the tracer as it was.

@@ -653,3 +653,38 @@ func TestUnprivilegedFailsClearly(t *testing.T) {
 		t.Errorf("unprivileged NewTracer said: %s", out)
 	}
 }
+
+// A failed-exec hook that cannot attach leaves the tracer running without
+// failure tracing, says so in Mode, and releases what it had attached.
+func TestDegradesWithoutFailureHooks(t *testing.T) {
+	failHook = "tracepoint/syscalls/sys_exit_execveat"
+	defer func() { failHook = "" }()
+	tr, c := startTracer(t, Config{ExecFailures: true})
+	m := tr.Mode()
+	if !m.Degraded() || !strings.HasPrefix(m.ExecFailures, "unavailable: attach tracepoint/syscalls/sys_exit_execveat: failure injected") {
+		t.Fatalf("mode %s, want exec_failures unavailable", m)
+	}
+	if strings.Contains(m.String(), "\n") {
+		t.Errorf("mode is not one line: %q", m.String())
+	}
+	hooks := tr.Hooks()
+	if len(hooks) != 2 || len(tr.Programs()) != 2 {
+		t.Errorf("hooks %v, %d programs: want only the exec and exit programs", hooks, len(tr.Programs()))
+	}
+	cg := newCgroup(t)
+	if err := tr.TrackCgroup(cg.id); err != nil {
+		t.Fatal(err)
+	}
+	if err := cg.command("/nonexistent/loupe-degraded").Run(); err == nil {
+		t.Fatal("exec of a missing file succeeded")
+	}
+	if out, err := cg.command("/bin/echo", "loupe-degraded").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	c.wait(t, "exec while degraded", func(ev *Event) bool { return ev.Type == EventExec && hasArg(ev, "loupe-degraded") })
+	for _, ev := range c.snapshot() {
+		if ev.Type == EventExecFailed {
+			t.Errorf("failed exec reported by detached hooks: %+v", ev)
+		}
+	}
+}

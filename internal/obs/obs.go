@@ -5,6 +5,7 @@
 package obs
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -14,8 +15,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Check returns nil when its component is ready.
+// Check returns nil when its component is ready. A Degraded error passes
+// too: the component works without a part, and /readyz says which.
 type Check func() error
+
+// Degraded is returned by a Check whose component is ready but runs without
+// something it was asked for (e.g. the tracer without its failed-exec hooks).
+type Degraded string
+
+func (d Degraded) Error() string { return string(d) }
 
 // Handler returns the mux for /metrics, /healthz and /readyz.
 func Handler(reg *prometheus.Registry, checks map[string]Check) http.Handler {
@@ -42,7 +50,10 @@ func Ready(checks map[string]Check) (string, bool) {
 	var b strings.Builder
 	ok := true
 	for _, n := range names {
-		if err := checks[n](); err != nil {
+		var degraded Degraded
+		if err := checks[n](); errors.As(err, &degraded) {
+			fmt.Fprintf(&b, "%s: ok, degraded: %s\n", n, degraded)
+		} else if err != nil {
 			ok = false
 			fmt.Fprintf(&b, "%s: not ready: %v\n", n, err)
 		} else {
