@@ -110,7 +110,7 @@ func TestDemo(t *testing.T) {
 	say("Agent metrics (excerpt of http://%s/metrics)", httpAddr)
 	for _, l := range strings.Split(testenv.HTTPGet(t, "http://"+httpAddr+"/metrics"), "\n") {
 		for _, p := range []string{"loupe_agent_containers ", "loupe_agent_findings_total{", "loupe_agent_exec_events_total",
-			"loupe_agent_bpf_events_lost_total", "loupe_agent_collector_connected", "loupe_agent_layer_cache_hits_total", "loupe_agent_spool_findings"} {
+			"loupe_agent_bpf_events_lost_total", "loupe_agent_tracer_info", "loupe_agent_collector_connected", "loupe_agent_layer_cache_hits_total", "loupe_agent_spool_findings"} {
 			if strings.HasPrefix(l, p) {
 				fmt.Println(l)
 			}
