@@ -115,7 +115,9 @@ func TestIngestQueryNodesAgainstARealCollector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"NODE", "node-a", "node-b", "DRIFT_EXEC=1 DRIFT_FILE=1 EXEC_FAILED=1", "2d ago"} {
+	// node-a was last seen at its newest finding, rendered relative to now.
+	lastSeenA := ago(newestFinding(t, examples, "node-a"), time.Now())
+	for _, want := range []string{"NODE", "node-a", "node-b", "DRIFT_EXEC=1 DRIFT_FILE=1 EXEC_FAILED=1", lastSeenA} {
 		if !strings.Contains(out, want) {
 			t.Errorf("nodes table lacks %q:\n%s", want, out)
 		}
@@ -200,4 +202,27 @@ func writeFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// newestFinding is the time of the newest finding of node in a JSONL file.
+func newestFinding(t *testing.T, file, node string) time.Time {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var newest time.Time
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var f struct {
+			Node string    `json:"node"`
+			Time time.Time `json:"time"`
+		}
+		if err := json.Unmarshal([]byte(line), &f); err != nil {
+			t.Fatal(err)
+		}
+		if f.Node == node && f.Time.After(newest) {
+			newest = f.Time
+		}
+	}
+	return newest
 }
