@@ -299,6 +299,13 @@ static __always_inline bool is_shell(struct record *r, struct file *f, __u32 arg
 		return true;
 	if (k != NAME_MULTICALL && fk != NAME_MULTICALL)
 		return false;
+	if (r->e.argv_len == 0)
+		return false;
+	/* a multi-call binary run as a shell: argv[0] names the applet ("sh",
+	 * or a path such as "/bin/sh" for a #!/bin/sh script; shell_names holds
+	 * the usual paths too) */
+	if (name_kind(&r->data[argv_off & DATA_MASK]) == NAME_SHELL)
+		return true;
 	/* argv[1] follows argv[0]: a string copy of argv[0] into the unused tail
 	 * of the buffer returns its length, without a loop over its bytes. */
 	long n = bpf_probe_read_kernel_str(&r->data[end & DATA_MASK], ARGV_MAX_BYTES, &r->data[argv_off & DATA_MASK]);

@@ -311,8 +311,11 @@ func (t *Tracer) setShellNames() error {
 		return nil
 	}
 	for _, n := range names {
-		if err := put(n, 1); err != nil {
-			return err
+		// the name, and the usual paths, for argv[0] of a multi-call binary
+		for _, key := range []string{n, "/bin/" + n, "/usr/bin/" + n, "/sbin/" + n} {
+			if err := put(key, 1); err != nil {
+				return err
+			}
 		}
 	}
 	for _, n := range MultiCallNames {
