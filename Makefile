@@ -16,7 +16,7 @@ export BPF_CFLAGS := -O2 -g -Wall -Werror
 TEST_FLAGS ?= -count=1 -timeout 30m
 FUZZTIME ?= 5s
 
-.PHONY: help deps build generate check-generate lint test test-unit fuzz demo bench image oci clean
+.PHONY: help deps build generate check-generate lint test test-kernels test-unit fuzz demo bench image oci clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -41,6 +41,10 @@ lint: ## go vet and gofmt
 test: deps build lint check-generate ## set-up, then every test (unit, e2e as root, fuzz seeds, brief fuzzing, promtool)
 	$(GO) test $(TEST_FLAGS) ./...
 	@$(MAKE) --no-print-directory fuzz
+	@$(MAKE) --no-print-directory test-kernels
+
+test-kernels: ## run the ./bpf tests in qemu on each kernel of test/kernels/kernels.txt
+	@bash scripts/kernels.sh run
 
 fuzz: ## run each fuzz target briefly (FUZZTIME=5s)
 	@bash scripts/fuzz.sh $(FUZZTIME)

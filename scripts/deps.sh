@@ -17,6 +17,8 @@ declare -A pkgs=(
   [prometheus]=promtool
   [busybox-static]=/bin/busybox
   [dash]=/bin/dash
+  [qemu-system-x86]=qemu-system-x86_64
+  [cpio]=cpio
 )
 
 missing=()
@@ -50,4 +52,6 @@ GOBIN=${GOBIN:-$(go env GOPATH)/bin}
 need_go() { [[ -x $GOBIN/$1 ]] && "$GOBIN/$1" --version 2>/dev/null | grep -q "$2"; }
 need_go protoc-gen-go v1.36.12 || go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 need_go protoc-gen-go-grpc 1.5.1 || go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+# Kernels of the bpf test matrix (test/kernels/kernels.txt), cached; fast when present.
+bash "$(dirname "$0")/kernels.sh" fetch
 exit 0
