@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
 	"github.com/loupe-dev/loupe/internal/testenv"
@@ -66,7 +67,7 @@ func TestVerifierBudget(t *testing.T) {
 func TestModeProbed(t *testing.T) {
 	testenv.RequireRoot(t)
 	kernelHasGroupDead := false
-	if k, err := kernelSpec(); err == nil {
+	if k, err := btf.LoadKernelSpec(); err == nil {
 		n, err := tracepointArgs(k, "sched_process_exit")
 		if err != nil {
 			t.Fatal(err)

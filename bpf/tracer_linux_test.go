@@ -21,7 +21,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
 
@@ -50,8 +49,6 @@ var forceLegacy bool
 // loadErrs remembers load failures by mode, so that a kernel refusing the
 // programs fails each later test at once instead of verifying them again.
 var loadErrs sync.Map
-
-func kernelSpec() (*btf.Spec, error) { return btf.LoadKernelSpec() }
 
 func haveBPFLoop(t *testing.T) bool {
 	err := features.HaveProgramHelper(ebpf.TracePoint, asm.FnLoop)

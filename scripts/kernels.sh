@@ -23,8 +23,11 @@ vm_timeout=${LOUPE_KERNEL_TIMEOUT:-900}
 
 die() { echo "kernels: $*" >&2; exit 1; }
 
-# kernels prints "id package version" for each line of the list.
-kernels() {
+# resolve fills resolved[] with "id package version" for each line of the
+# list (apt-cache is slow: once per invocation).
+resolved=()
+resolve() {
+  ((${#resolved[@]})) && return
   local id pattern pkg ver
   while read -r id pattern; do
     [[ -z $id || $id == \#* ]] && continue
@@ -32,13 +35,15 @@ kernels() {
     [[ -n $pkg ]] || die "no Debian package matches '$pattern' ($id): run 'apt-get update', or fix $list"
     ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)
     [[ -n $ver ]] || die "no version of $pkg in the package lists: run 'apt-get update'"
-    echo "$id $pkg $ver"
+    resolved+=("$id $pkg $ver")
   done <"$list"
 }
 
 fetch() {
-  local id pkg ver dir tmp
-  while read -r id pkg ver; do
+  resolve
+  local id pkg ver dir tmp entry
+  for entry in "${resolved[@]}"; do
+    read -r id pkg ver <<<"$entry"
     dir=$cache/${pkg}_${ver}
     [[ -s $dir/vmlinuz ]] && continue
     echo "kernels: fetching $pkg $ver ($id)" >&2
@@ -48,7 +53,7 @@ fetch() {
     mkdir -p "$dir"
     cp "$tmp"/x/boot/vmlinuz-* "$dir/vmlinuz.tmp" && mv "$dir/vmlinuz.tmp" "$dir/vmlinuz"
     rm -rf "$tmp"
-  done < <(kernels)
+  done
 }
 
 # initramfs builds the guest's root: busybox with its applets, the test binary, /init.
@@ -91,14 +96,15 @@ run() {
   CGO_ENABLED=0 go test -c -o "$work/bpf.test" ./bpf
   EXTRA_ARGS="$*" initramfs "$work/bpf.test" "$work/initrd"
   local -a ids pids
-  local id pkg ver start=$SECONDS
-  while read -r id pkg ver; do
+  local id pkg ver entry start=$SECONDS
+  for entry in "${resolved[@]}"; do
+    read -r id pkg ver <<<"$entry"
     ids+=("$id|$pkg $ver")
     timeout "$vm_timeout" qemu-system-x86_64 -nographic -no-reboot -m 1024 -smp 1 -cpu max \
       -kernel "$cache/${pkg}_${ver}/vmlinuz" -initrd "$work/initrd" \
       -append "console=ttyS0 panic=-1 quiet" </dev/null >"$logs/$id.log" 2>&1 &
     pids+=($!)
-  done < <(kernels)
+  done
   echo "kernels: booted ${#pids[@]} VM(s); logs in $logs/" >&2
   for p in "${pids[@]}"; do wait "$p" || true; done
   local failed=0 entry log pass fail skip status
