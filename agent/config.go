@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/loupe-dev/loupe/internal/tlsutil"
@@ -72,6 +74,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Collector == "" {
 		errs = append(errs, errors.New("--collector is required (HOST:PORT)"))
+	}
+	for _, a := range strings.Split(c.Collector, ",") {
+		if _, _, err := net.SplitHostPort(strings.TrimSpace(a)); err != nil && c.Collector != "" {
+			errs = append(errs, fmt.Errorf("--collector %q: each address must be HOST:PORT (replicas comma-separated)", a))
+		}
 	}
 	if !c.TLS.Insecure && (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))

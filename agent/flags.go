@@ -6,7 +6,7 @@ import (
 
 // RegisterFlags binds the agent's flags to cfg (shared by loupe-agent and `loupe run`).
 func RegisterFlags(f *pflag.FlagSet, cfg *Config) {
-	f.StringVar(&cfg.Collector, "collector", cfg.Collector, "collector gRPC address HOST:PORT")
+	f.StringVar(&cfg.Collector, "collector", cfg.Collector, "collector gRPC address HOST:PORT; several comma-separated replicas are tried in turn on reconnect (behind a Kubernetes Service, one address is enough)")
 	f.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "client certificate (PEM) for mTLS; its CN or DNS SAN must be the node name")
 	f.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "client private key (PEM) for mTLS")
 	f.StringVar(&cfg.TLS.CAFile, "ca", "", "CA certificate (PEM) that signed the collector's certificate")

@@ -27,7 +27,8 @@ import (
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/collector/store"
-	_ "github.com/loupe-dev/loupe/collector/store/sqlite" // the default backend
+	_ "github.com/loupe-dev/loupe/collector/store/postgres" // for fleets: several replicas on one database
+	_ "github.com/loupe-dev/loupe/collector/store/sqlite"   // the default backend
 	"github.com/loupe-dev/loupe/internal/tlsutil"
 	"github.com/loupe-dev/loupe/internal/version"
 )
@@ -94,6 +95,9 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.Default()
 	}
 }
+
+// readyPingTimeout bounds the database check of /readyz.
+const readyPingTimeout = 2 * time.Second
 
 // Server is a running collector.
 type Server struct {
@@ -173,12 +177,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !s.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
-		fmt.Fprintln(w, "ready")
+		ctx, cancel := context.WithTimeout(r.Context(), readyPingTimeout)
+		defer cancel()
+		if err := s.store.Ping(ctx); err != nil {
+			http.Error(w, "not ready\ndatabase: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready\ndatabase: ok")
 	})
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
@@ -268,6 +278,10 @@ func (s *Server) pruneLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		before := time.Now().Add(-s.cfg.Retention)
+		if g, ok := s.store.(store.Partitioned); ok {
+			// Whole partitions are dropped; rows are never deleted one by one.
+			before = before.Truncate(g.PartitionSize())
+		}
 		n, err := s.store.Prune(ctx, before)
 		s.m.pruned.Add(float64(n))
 		switch {

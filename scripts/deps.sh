@@ -19,6 +19,7 @@ declare -A pkgs=(
   [dash]=/bin/dash
   [qemu-system-x86]=qemu-system-x86_64
   [cpio]=cpio
+  [postgresql]=/usr/lib/postgresql/15/bin/postgres
 )
 
 missing=()
@@ -45,6 +46,11 @@ if ((${#missing[@]})); then
   pkill -x prometheus 2>/dev/null || true
   # The packaged containerd may start a system daemon; tests run their own private one.
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now containerd >/dev/null 2>&1 || true; fi
+  # The postgresql package creates and starts a system cluster; tests run private ones (internal/testenv).
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now postgresql >/dev/null 2>&1 || true; fi
+  if command -v pg_lsclusters >/dev/null 2>&1; then
+    pg_lsclusters -h 2>/dev/null | awk '$4 == "online" {print $1, $2}' | while read -r v c; do pg_ctlcluster "$v" "$c" stop || true; done
+  fi
 fi
 
 # Go code generators at pinned versions (protobuf + gRPC stubs).

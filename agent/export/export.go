@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -25,7 +26,7 @@ import (
 
 // Config configures an Exporter. Zero durations and sizes take the defaults.
 type Config struct {
-	Addr       string                // collector HOST:PORT
+	Addr       string                // collector HOST:PORT, or several comma-separated (replicas: each reconnect tries the next)
 	TLS        tlsutil.ClientOptions // mTLS material, or Insecure
 	Node       string                // node name claimed on the stream
 	Version    string                // agent version
@@ -67,6 +68,8 @@ type Exporter struct {
 	cfg       Config
 	spool     *spool.Spool
 	connected atomic.Bool
+	addrs     []string // collector replicas, in the order reconnects try them
+	next      int      // index in addrs of the next session's collector
 
 	acked     prometheus.Counter
 	rejected  *prometheus.CounterVec
@@ -80,6 +83,7 @@ func New(cfg Config, sp *spool.Spool, reg prometheus.Registerer) *Exporter {
 	e := &Exporter{
 		cfg:   cfg,
 		spool: sp,
+		addrs: splitAddrs(cfg.Addr),
 		acked: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "loupe", Subsystem: "agent", Name: "export_acked_total",
 			Help: "Findings acknowledged by the collector (stored or already present) and removed from the spool.",
@@ -103,6 +107,20 @@ func New(cfg Config, sp *spool.Spool, reg prometheus.Registerer) *Exporter {
 	return e
 }
 
+// splitAddrs splits a comma-separated collector list, dropping blanks.
+func splitAddrs(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{s} // Dial reports the bad address
+	}
+	return out
+}
+
 // Connected reports whether the last stream is up and acknowledging.
 func (e *Exporter) Connected() bool { return e.connected.Load() }
 
@@ -118,8 +136,12 @@ func (e *Exporter) setConnected(v bool) {
 // Run exports until ctx is done; it only returns ctx's error.
 func (e *Exporter) Run(ctx context.Context) error {
 	backoff := e.cfg.MinBackoff
+	// Agents start at random replicas so that a fleet spreads over them.
+	e.next = rand.IntN(len(e.addrs))
 	for {
-		progressed, err := e.session(ctx)
+		addr := e.addrs[e.next]
+		e.next = (e.next + 1) % len(e.addrs)
+		progressed, err := e.session(ctx, addr)
 		e.setConnected(false)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -130,7 +152,7 @@ func (e *Exporter) Run(ctx context.Context) error {
 		}
 		// Full jitter keeps a fleet of agents from reconnecting in lockstep.
 		wait := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
-		e.cfg.Logger.Warn("collector stream ended; reconnecting", "collector", e.cfg.Addr, "err", err, "retry_in", wait.Round(time.Millisecond))
+		e.cfg.Logger.Warn("collector stream ended; reconnecting", "collector", addr, "next", e.addrs[e.next], "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -141,8 +163,8 @@ func (e *Exporter) Run(ctx context.Context) error {
 }
 
 // session runs one Ingest stream; progressed reports that at least one ack arrived.
-func (e *Exporter) session(ctx context.Context) (progressed bool, err error) {
-	conn, err := collector.Dial(ctx, e.cfg.Addr, e.cfg.TLS)
+func (e *Exporter) session(ctx context.Context, addr string) (progressed bool, err error) {
+	conn, err := collector.Dial(ctx, addr, e.cfg.TLS)
 	if err != nil {
 		return false, err
 	}
@@ -162,7 +184,7 @@ func (e *Exporter) session(ctx context.Context) (progressed bool, err error) {
 			return progressed, err
 		}
 		if !progressed {
-			e.cfg.Logger.Info("connected to collector", "collector", e.cfg.Addr)
+			e.cfg.Logger.Info("connected to collector", "collector", addr)
 		}
 		progressed = true
 		e.setConnected(true)

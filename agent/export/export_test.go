@@ -211,3 +211,38 @@ func TestNodeMismatchIsRefused(t *testing.T) {
 		t.Fatalf("node mismatch: connected=%v spool=%d", e.Connected(), sp.Stats().Findings)
 	}
 }
+
+func TestFailsOverToAnotherReplica(t *testing.T) {
+	dead, addrB := freeAddr(t), freeAddr(t)
+	srvB, _ := runCollector(t, addrB, t.TempDir(), tlsutil.ServerOptions{})
+	sp, err := spool.Open(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	ids := fill(t, sp, 900)
+	// One replica is down: whichever the agent tries first, it ends up on the live one.
+	startExporter(t, Config{Addr: dead + ", " + addrB, TLS: tlsutil.ClientOptions{Insecure: true}, Node: "node-1", BatchSize: 300}, sp)
+	waitFor(t, "spool drained through the live replica", 15*time.Second, func() bool { return sp.Stats().Findings == 0 })
+	got := stored(t, srvB)
+	if len(got) != len(ids) {
+		t.Fatalf("live replica has %d findings, want %d", len(got), len(ids))
+	}
+	for id := range ids {
+		if got[id] != 1 {
+			t.Fatalf("finding %s stored %d times", id, got[id])
+		}
+	}
+}
+
+func TestSplitAddrs(t *testing.T) {
+	for in, want := range map[string]string{
+		"a:1":           "[a:1]",
+		"a:1, b:2,,c:3": "[a:1 b:2 c:3]",
+		" ":             "[ ]",
+	} {
+		if got := fmt.Sprint(splitAddrs(in)); got != want {
+			t.Errorf("splitAddrs(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

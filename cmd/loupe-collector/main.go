@@ -1,6 +1,6 @@
 // Command loupe-collector is Loupe's central service: it ingests findings
-// from node agents over gRPC (TLS/mTLS), stores them (embedded SQLite) and
-// answers queries; /metrics, /healthz and /readyz on the HTTP port.
+// from node agents over gRPC (TLS/mTLS), stores them (embedded SQLite, or
+// PostgreSQL shared by several replicas) and answers queries; /metrics, /healthz and /readyz on the HTTP port.
 package main
 
 import (
@@ -28,7 +28,7 @@ func main() {
 	}
 	fs.StringVar(&cfg.GRPCListen, "grpc-listen", collector.DefaultGRPCListen, "gRPC listen address for agents and the loupe CLI")
 	fs.StringVar(&cfg.HTTPListen, "http-listen", collector.DefaultHTTPListen, "HTTP listen address for /metrics, /healthz and /readyz (\"\" to disable)")
-	fs.StringVar(&cfg.DB, "db", collector.DefaultDB, "store DSN: sqlite:///path/to/collector.db")
+	fs.StringVar(&cfg.DB, "db", collector.DefaultDB, "store DSN: sqlite:///path/to/collector.db (one collector), or postgres://user:password@host:5432/database?sslmode=verify-full (several replicas on one database; $LOUPE_DB overrides this flag so the password can come from a Secret)")
 	fs.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "server certificate, PEM")
 	fs.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "server private key, PEM")
 	fs.StringVar(&cfg.TLS.ClientCAFile, "client-ca", "", "CA of agent client certificates, PEM: turns on mTLS (the node an agent speaks for must match its certificate)")
@@ -38,6 +38,9 @@ func main() {
 	fs.StringVar(&cfg.AdminCN, "admin-cn", collector.DefaultAdminCN, "client certificate CommonName allowed to query and to ingest for any node")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	_ = fs.Parse(os.Args[1:])
+	if v := os.Getenv("LOUPE_DB"); v != "" {
+		cfg.DB = v
+	}
 	if showVersion {
 		fmt.Println("loupe-collector", version.String())
 		return

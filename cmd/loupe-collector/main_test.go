@@ -29,8 +29,10 @@ func TestBinary(t *testing.T) {
 	if out, err := exec.Command(bin, "--version").CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "loupe-collector ") {
 		t.Fatalf("--version: %v %q", err, out)
 	}
-	if out, err := exec.Command(bin, "--db", "postgres://x/y", "--insecure", "--grpc-listen", "127.0.0.1:0", "--http-listen", "").CombinedOutput(); err == nil || !strings.Contains(string(out), "not built yet") {
-		t.Fatalf("postgres DSN: %v %q", err, out)
+	// A database that does not answer: one line naming where and why.
+	out, err := exec.Command(bin, "--db", "postgres://loupe@127.0.0.1:1/fleet", "--insecure", "--grpc-listen", "127.0.0.1:0", "--http-listen", "").CombinedOutput()
+	if err == nil || !regexp.MustCompile(`(?m)^loupe-collector: open store: postgres store: cannot connect to 127.0.0.1:1/fleet as user "loupe": connection refused.*$`).Match(out) {
+		t.Fatalf("unreachable postgres DSN: %v %q", err, out)
 	}
 	pki, err := tlsutil.GeneratePKI(filepath.Join(dir, "pki"), "node-a", collector.DefaultAdminCN)
 	if err != nil {

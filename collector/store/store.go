@@ -7,10 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 )
@@ -74,8 +77,19 @@ type Store interface {
 	Nodes(ctx context.Context) ([]*loupev1.Node, error)
 	// Prune deletes findings older than before and returns how many.
 	Prune(ctx context.Context, before time.Time) (int64, error)
+	// Ping checks that the database answers (for /readyz).
+	Ping(ctx context.Context) error
 	// Close flushes and closes the store.
 	Close() error
+}
+
+// Partitioned is implemented by stores that keep findings in time
+// partitions of PartitionSize (aligned on UTC midnight for a day). The
+// collector's retention then rounds its cut-off down to a partition boundary,
+// so that pruning drops whole partitions instead of deleting rows: findings
+// are kept up to one partition longer than the retention.
+type Partitioned interface {
+	PartitionSize() time.Duration
 }
 
 // Opener opens a store for a DSN of its scheme.
@@ -98,7 +112,7 @@ func Register(scheme string, open Opener) {
 func Open(ctx context.Context, dsn string) (Store, error) {
 	scheme, _, ok := strings.Cut(dsn, "://")
 	if !ok {
-		return nil, fmt.Errorf("%w: %q: want sqlite:///path/to/collector.db", ErrUnknownScheme, dsn)
+		return nil, fmt.Errorf("%w: %q: want sqlite:///path/to/collector.db or postgres://user@host:5432/database", ErrUnknownScheme, dsn)
 	}
 	scheme = strings.ToLower(scheme)
 	mu.Lock()
@@ -109,9 +123,6 @@ func Open(ctx context.Context, dsn string) (Store, error) {
 	}
 	mu.Unlock()
 	if open == nil {
-		if scheme == "postgres" || scheme == "postgresql" {
-			return nil, fmt.Errorf("%w: the PostgreSQL store is not built yet; use --db sqlite:///path/to/collector.db", ErrUnknownScheme)
-		}
 		sort.Strings(known)
 		return nil, fmt.Errorf("%w %q (supported: %s)", ErrUnknownScheme, scheme+"://", strings.Join(known, ", "))
 	}
@@ -236,4 +247,24 @@ func GlobToSQLite(p string) string {
 		}
 	}
 	return b.String()
+}
+
+// TimestampFromNanos is the timestamp of ns nanoseconds since 1970; 0 (never) is nil.
+func TimestampFromNanos(ns int64) *timestamppb.Timestamp {
+	if ns == 0 {
+		return nil
+	}
+	return timestamppb.New(time.Unix(0, ns))
+}
+
+// ClampNanos is t.UnixNano() saturated at the int64 range (years 1678…2262)
+// instead of overflowing, for query bounds such as year 9999.
+func ClampNanos(t time.Time) int64 {
+	switch {
+	case t.Before(time.Unix(0, math.MinInt64)):
+		return math.MinInt64
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
 }

@@ -374,10 +374,10 @@ func (s *Store) Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*lou
 		args = append(args, a...)
 	}
 	if t := q.GetSince(); t != nil {
-		add("time_ns >= ?", clampNanos(t.AsTime()))
+		add("time_ns >= ?", store.ClampNanos(t.AsTime()))
 	}
 	if t := q.GetUntil(); t != nil {
-		add("time_ns < ?", clampNanos(t.AsTime()))
+		add("time_ns < ?", store.ClampNanos(t.AsTime()))
 	}
 	if ks := q.GetKinds(); len(ks) > 0 {
 		ph := make([]string, len(ks))
@@ -477,7 +477,7 @@ func (s *Store) Nodes(ctx context.Context) ([]*loupev1.Node, error) {
 		if err := rows.Scan(&n.Name, &n.AgentVersion, &first, &last, &n.Findings); err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
 		}
-		n.FirstSeen, n.LastSeen = tsFromNanos(first), tsFromNanos(last)
+		n.FirstSeen, n.LastSeen = store.TimestampFromNanos(first), store.TimestampFromNanos(last)
 		n.FindingsByKind = map[string]int64{}
 		out = append(out, &n)
 		byName[n.Name] = &n
@@ -580,6 +580,15 @@ func (s *Store) pruneOnce(ctx context.Context, cut int64) (int64, error) {
 		return 0, err
 	}
 	return deleted, tx.Commit()
+}
+
+// Ping implements store.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.r.QueryRowContext(ctx, `SELECT 1 FROM schema_version`).Scan(&one); err != nil {
+		return fmt.Errorf("sqlite %s: %w", s.path, err)
+	}
+	return nil
 }
 
 // Optimize refreshes the query planner's statistics (PRAGMA optimize).
