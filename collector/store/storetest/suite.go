@@ -26,6 +26,80 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("Nodes", func(t *testing.T) { testNodes(t, open(t)) })
 	t.Run("Prune", func(t *testing.T) { testPrune(t, open(t)) })
 	t.Run("InvalidQuery", func(t *testing.T) { testInvalid(t, open(t)) })
+	t.Run("ConcurrentSameBatch", func(t *testing.T) { testConcurrentSameBatch(t, open(t)) })
+	t.Run("Ping", func(t *testing.T) {
+		if err := open(t).Ping(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// testConcurrentSameBatch sends overlapping batches from several goroutines
+// at once, as replicas do when an agent resends its spool to another one
+// while the first is still committing: every finding is stored once, the
+// Stored counts add up, and the node counts match.
+func testConcurrentSameBatch(t *testing.T, s store.Store) {
+	rng := newRand(7)
+	var all []*loupev1.Finding
+	for i := range 600 {
+		all = append(all, Realistic(rng, t0.Add(time.Duration(i)*time.Millisecond), "n1"))
+	}
+	const senders = 6
+	results := make(chan store.IngestResult, senders)
+	errs := make(chan error, senders)
+	for g := range senders {
+		go func() {
+			// Each sender sends the whole set in its own order and batch sizes.
+			fs := slices.Clone(all)
+			if g%2 == 1 {
+				slices.Reverse(fs)
+			}
+			var total store.IngestResult
+			for len(fs) > 0 {
+				n := min(len(fs), 50+g*37)
+				res, err := s.Ingest(context.Background(), store.NodeInfo{Name: "n1", AgentVersion: "v1", Seen: time.Now()}, fs[:n])
+				if err != nil {
+					errs <- err
+					return
+				}
+				total.Stored += res.Stored
+				total.Duplicates += res.Duplicates
+				fs = fs[n:]
+			}
+			results <- total
+		}()
+	}
+	stored, dups := 0, 0
+	for range senders {
+		select {
+		case err := <-errs:
+			t.Fatalf("concurrent ingest: %v", err)
+		case r := <-results:
+			stored += r.Stored
+			dups += r.Duplicates
+		}
+	}
+	if stored != len(all) || dups != (senders-1)*len(all) {
+		t.Fatalf("stored %d, duplicates %d; want %d and %d", stored, dups, len(all), (senders-1)*len(all))
+	}
+	got := QueryAll(t, s, &loupev1.QueryRequest{Limit: store.MaxLimit})
+	seen := map[string]bool{}
+	for _, f := range got {
+		if seen[f.GetId()] {
+			t.Fatalf("finding %s stored twice", f.GetId())
+		}
+		seen[f.GetId()] = true
+	}
+	if len(seen) != len(all) {
+		t.Fatalf("store holds %d findings, want %d", len(seen), len(all))
+	}
+	nodes, err := s.Nodes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 1 || nodes[0].GetFindings() != int64(len(all)) {
+		t.Fatalf("nodes = %v, want n1 with %d findings", nodes, len(all))
+	}
 }
 
 // QueryAll runs q and returns every finding.
