@@ -94,7 +94,8 @@ func StartPostgres(t testing.TB) *Postgres {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
-	p.port = freePort(t)
+	_, port, _ := net.SplitHostPort(FreeAddr(t))
+	p.port, _ = strconv.Atoi(port)
 	p.Start(t)
 	return p
 }
@@ -104,16 +105,6 @@ func (p *Postgres) command(name string, args ...string) *exec.Cmd {
 	cmd.Dir = p.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(p.uid), Gid: uint32(p.gid)}, Pdeathsig: syscall.SIGKILL}
 	return cmd
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Port is the cluster's TCP port on 127.0.0.1.
