@@ -1,67 +1,92 @@
-// Command ingest benchmarks the collector: findings/s ingested end to end
-// (agent streams over loopback gRPC with mTLS into SQLite) with 1, 4 and 16
-// concurrent streams, against a baseline of raw store.Ingest calls in the
-// same run; then query latency (p50/p99 of five typical SOC queries, run
-// through gRPC as `loupe query` does) over a database of 1,000,000 findings.
+// Command ingest benchmarks the collector on both stores.
 //
-//	go run ./bench/ingest                  # everything, prints a Markdown report
-//	go run ./bench/ingest -skip-query      # ingest only
+// Ingest: findings/s end to end (agent-like streams over loopback gRPC with
+// mTLS, each sending a batch and waiting for its ack) with 1, 4 and 16
+// streams. SQLite: one collector, baseline = raw store.Ingest of the same
+// batches. PostgreSQL (a private cluster): 1 and 2 collector replicas on one
+// database, baseline = a plain pgx COPY of the same rows into the same
+// table in the same run.
 //
-// The 1M-finding database is built once in -dir and reused by later runs.
+// Queries: p50/p99 of the cookbook's queries (docs/queries.md), through gRPC
+// as `loupe query` runs them, over -query-rows findings per store, built
+// once in -dir and reused by later runs.
+//
+//	go run ./bench/ingest                                # both stores, ingest + queries over 1M
+//	go run ./bench/ingest -store postgres -skip-query    # PostgreSQL ingest only
+//	go run ./bench/ingest -skip-ingest -query-rows 10000000
 package main
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
-	_ "modernc.org/sqlite"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/collector"
 	"github.com/loupe-dev/loupe/collector/store"
 	"github.com/loupe-dev/loupe/collector/store/sqlite"
 	"github.com/loupe-dev/loupe/collector/store/storetest"
+	"github.com/loupe-dev/loupe/internal/testenv"
 	"github.com/loupe-dev/loupe/internal/tlsutil"
 )
 
+type options struct {
+	dir, stores, syncMode string
+	n, batch              int
+	queryRows, reps       int
+	skipQuery, skipIngest bool
+}
+
 func main() {
-	var (
-		dir        = flag.String("dir", "/var/tmp/loupe-bench", "work directory (the 1M-finding query database is kept here)")
-		n          = flag.Int("n", 200000, "findings per ingest run")
-		batch      = flag.Int("batch", 500, "findings per batch")
-		sync       = flag.String("synchronous", "full", "SQLite synchronous mode for the ingest runs: full or normal")
-		queryRows  = flag.Int("query-rows", 1000000, "findings in the query database")
-		reps       = flag.Int("reps", 50, "repetitions of each query")
-		skipQuery  = flag.Bool("skip-query", false, "skip the query benchmark")
-		skipIngest = flag.Bool("skip-ingest", false, "skip the ingest benchmark")
-	)
+	var o options
+	flag.StringVar(&o.dir, "dir", "/var/tmp/loupe-bench", "work directory (the query databases are kept here)")
+	flag.StringVar(&o.stores, "store", "sqlite,postgres", "stores to measure: sqlite, postgres or both (comma-separated)")
+	flag.IntVar(&o.n, "n", 200000, "findings per ingest run")
+	flag.IntVar(&o.batch, "batch", 500, "findings per batch")
+	flag.StringVar(&o.syncMode, "synchronous", "full", "SQLite synchronous mode for the ingest runs: full or normal")
+	flag.IntVar(&o.queryRows, "query-rows", 1000000, "findings in each query database")
+	flag.IntVar(&o.reps, "reps", 50, "repetitions of each query")
+	flag.BoolVar(&o.skipQuery, "skip-query", false, "skip the query benchmark")
+	flag.BoolVar(&o.skipIngest, "skip-ingest", false, "skip the ingest benchmark")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the benchmark process (collectors included) to this file")
 	flag.Parse()
-	if err := os.MkdirAll(*dir, 0o755); err != nil {
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fail(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if err := os.MkdirAll(o.dir, 0o755); err != nil {
 		fail(err)
 	}
 	fmt.Printf("# collector benchmark — %s, %d CPUs, %s, %s, load average at start %s\n\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), runtime.Version(), runtime.GOARCH, loadavg())
-	if !*skipIngest {
-		if err := benchIngest(*dir, *n, *batch, *sync); err != nil {
-			fail(err)
+	for _, st := range strings.Split(o.stores, ",") {
+		var err error
+		switch strings.TrimSpace(st) {
+		case "sqlite":
+			err = benchSQLite(o)
+		case "postgres":
+			err = benchPostgres(o)
+		default:
+			err = fmt.Errorf("-store %q: want sqlite or postgres", st)
 		}
-	}
-	if !*skipQuery {
-		if err := benchQuery(*dir, *queryRows, *reps); err != nil {
+		if err != nil {
 			fail(err)
 		}
 	}
@@ -82,9 +107,12 @@ func loadavg() string {
 }
 
 func fail(err error) {
+	pprof.StopCPUProfile()
 	fmt.Fprintln(os.Stderr, "bench/ingest:", err)
 	os.Exit(1)
 }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // makeBatches pre-generates the findings so generation is not measured.
 func makeBatches(nodes, perNode, batch int, seed uint64) [][]*loupev1.Finding {
@@ -104,96 +132,116 @@ func makeBatches(nodes, perNode, batch int, seed uint64) [][]*loupev1.Finding {
 	return out
 }
 
-func benchIngest(dir string, n, batch int, syncMode string) error {
-	ctx := context.Background()
-	sample := makeBatches(1, 1000, 1000, 99)[0]
+func meanSize(fs []*loupev1.Finding) int {
 	size := 0
-	for _, f := range sample {
+	for _, f := range fs {
 		size += proto.Size(f)
 	}
-	fmt.Printf("## Ingest: %d findings per run, batches of %d, mean finding %d bytes, SQLite synchronous=%s\n\n", n, batch, size/len(sample), syncMode)
-	fmt.Println("| run | streams | findings/s | vs. baseline | commit p50 / p99 per batch |")
-	fmt.Println("|---|---:|---:|---:|---|")
-	pkiDir := filepath.Join(dir, "pki")
-	pki, err := tlsutil.GeneratePKI(pkiDir, collector.DefaultAdminCN)
-	if err != nil {
-		return err
-	}
-	// Baseline: the store alone, one writer, no gRPC.
-	dbPath := filepath.Join(dir, "ingest-baseline.db")
-	removeDB(dbPath)
-	st, err := sqlite.Open(ctx, "sqlite://"+dbPath+"?synchronous="+syncMode)
-	if err != nil {
-		return err
-	}
-	batches := makeBatches(1, n, batch, 1)
-	var lat []time.Duration
-	start := time.Now()
-	for _, b := range batches {
-		t := time.Now()
-		if _, err := st.Ingest(ctx, store.NodeInfo{Name: b[0].Node, AgentVersion: "bench"}, b); err != nil {
+	return size / len(fs)
+}
+
+func benchSQLite(o options) error {
+	ctx := context.Background()
+	if !o.skipIngest {
+		fmt.Printf("## SQLite ingest: %d findings per run, batches of %d, mean finding %d bytes, synchronous=%s\n\n",
+			o.n, o.batch, meanSize(makeBatches(1, 1000, 1000, 99)[0]), o.syncMode)
+		fmt.Println("| run | streams | findings/s | vs. baseline | round trip p50 / p99 per batch |")
+		fmt.Println("|---|---:|---:|---:|---|")
+		// Baseline: the store alone, one writer, no gRPC.
+		dbPath := filepath.Join(o.dir, "ingest-baseline.db")
+		removeDB(dbPath)
+		st, err := sqlite.Open(ctx, "sqlite://"+dbPath+"?synchronous="+o.syncMode)
+		if err != nil {
 			return err
 		}
-		lat = append(lat, time.Since(t))
-	}
-	base := float64(n) / time.Since(start).Seconds()
-	st.Close()
-	fmt.Printf("| baseline: store.Ingest, no gRPC | 1 | %.0f | 1.00 | %s / %s |\n", base, pct(lat, 50), pct(lat, 99))
-	removeDB(dbPath)
-
-	for _, streams := range []int{1, 4, 16} {
-		dbPath := filepath.Join(dir, fmt.Sprintf("ingest-%d.db", streams))
+		var lat []time.Duration
+		start := time.Now()
+		for _, b := range makeBatches(1, o.n, o.batch, 1) {
+			t := time.Now()
+			if _, err := st.Ingest(ctx, store.NodeInfo{Name: b[0].Node, AgentVersion: "bench"}, b); err != nil {
+				return err
+			}
+			lat = append(lat, time.Since(t))
+		}
+		base := float64(o.n) / time.Since(start).Seconds()
+		st.Close()
 		removeDB(dbPath)
-		ctx, cancel := context.WithCancel(ctx)
+		fmt.Printf("| baseline: store.Ingest, no gRPC | 1 | %.0f | 1.00 | %s / %s |\n", base, pct(lat, 50), pct(lat, 99))
+		for _, streams := range []int{1, 4, 16} {
+			dbPath := filepath.Join(o.dir, fmt.Sprintf("ingest-%d.db", streams))
+			removeDB(dbPath)
+			rate, lats, err := ingestThroughCollectors(o, []string{"sqlite://" + dbPath + "?synchronous=" + o.syncMode}, streams)
+			removeDB(dbPath)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("| gRPC + mTLS, send batch → wait for ack | %d | %.0f | %.2f | %s / %s |\n", streams, rate, rate/base, pct(lats, 50), pct(lats, 99))
+		}
+		fmt.Printf("\nLoad average after the SQLite ingest runs: %s.\n\n", loadavg())
+	}
+	if o.skipQuery {
+		return nil
+	}
+	dsn := "sqlite://" + filepath.Join(o.dir, fmt.Sprintf("query-%d.db", o.queryRows))
+	return benchQuery(ctx, "SQLite", dsn, o)
+}
+
+// ingestThroughCollectors starts one collector per DSN (replicas when they
+// name one database), spreads streams over them round-robin, sends n
+// findings and returns the rate and the per-batch round trips.
+func ingestThroughCollectors(o options, dsns []string, streams int) (float64, []time.Duration, error) {
+	pki, err := tlsutil.GeneratePKI(filepath.Join(o.dir, "pki"), collector.DefaultAdminCN)
+	if err != nil {
+		return 0, nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var addrs []string
+	var served sync.WaitGroup
+	for _, dsn := range dsns {
 		srv, err := collector.New(ctx, collector.Config{
-			GRPCListen: "127.0.0.1:0",
-			DB:         "sqlite://" + dbPath + "?synchronous=" + syncMode,
-			TLS:        tlsutil.ServerOptions{CertFile: pki.ServerCert, KeyFile: pki.ServerKey, ClientCAFile: pki.CAFile},
-			Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+			GRPCListen: "127.0.0.1:0", DB: dsn, Logger: quiet,
+			TLS: tlsutil.ServerOptions{CertFile: pki.ServerCert, KeyFile: pki.ServerKey, ClientCAFile: pki.CAFile},
 		})
 		if err != nil {
-			cancel()
-			return err
+			return 0, nil, err
 		}
-		done := make(chan error, 1)
-		go func() { done <- srv.Serve(ctx) }()
-		perStream := n / streams
-		all := makeBatches(streams, perStream, batch, uint64(streams)*1000)
-		per := len(all) / streams
-		admin := pki.Clients[collector.DefaultAdminCN]
-		var (
-			wg      sync.WaitGroup
-			mu      sync.Mutex
-			lats    []time.Duration
-			firstEr error
-		)
-		start := time.Now()
-		for s := range streams {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				l, err := runStream(ctx, srv.GRPCAddr().String(), tlsutil.ClientOptions{CAFile: pki.CAFile, CertFile: admin[0], KeyFile: admin[1]}, all[s*per:(s+1)*per])
-				mu.Lock()
-				defer mu.Unlock()
-				lats = append(lats, l...)
-				if err != nil && firstEr == nil {
-					firstEr = err
-				}
-			}()
-		}
-		wg.Wait()
-		elapsed := time.Since(start)
-		cancel()
-		<-done
-		if firstEr != nil {
-			return firstEr
-		}
-		rate := float64(perStream*streams) / elapsed.Seconds()
-		fmt.Printf("| gRPC + mTLS, send batch → wait for ack | %d | %.0f | %.2f | %s / %s (round trip) |\n", streams, rate, rate/base, pct(lats, 50), pct(lats, 99))
-		removeDB(dbPath)
+		addrs = append(addrs, srv.GRPCAddr().String())
+		served.Add(1)
+		go func() { defer served.Done(); srv.Serve(ctx) }()
 	}
-	fmt.Printf("\nLoad average after the ingest runs: %s.\n\n", loadavg())
-	return nil
+	defer served.Wait()
+	defer cancel()
+	perStream := o.n / streams
+	all := makeBatches(streams, perStream, o.batch, uint64(streams)*1000+uint64(len(dsns)))
+	per := len(all) / streams
+	admin := pki.Clients[collector.DefaultAdminCN]
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		lats    []time.Duration
+		firstEr error
+	)
+	start := time.Now()
+	for s := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := runStream(ctx, addrs[s%len(addrs)], tlsutil.ClientOptions{CAFile: pki.CAFile, CertFile: admin[0], KeyFile: admin[1]}, all[s*per:(s+1)*per])
+			mu.Lock()
+			defer mu.Unlock()
+			lats = append(lats, l...)
+			if err != nil && firstEr == nil {
+				firstEr = err
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if firstEr != nil {
+		return 0, nil, firstEr
+	}
+	return float64(perStream*streams) / elapsed.Seconds(), lats, nil
 }
 
 // runStream is one agent: it sends each batch and waits for its ack.
@@ -252,165 +300,14 @@ func fmtDur(d time.Duration) string {
 	return d.Round(time.Millisecond).String()
 }
 
-// The query database: findings spread over the 30 days before its build time
-// (the default retention), from 50 nodes.
-const (
-	queryDays  = 30
-	queryNodes = 50
-)
-
-func benchQuery(dir string, rows, reps int) error {
-	ctx := context.Background()
-	dbPath := filepath.Join(dir, fmt.Sprintf("query-%d.db", rows))
-	have, built, err := countFindings(dbPath)
-	if err != nil {
-		return err
-	}
-	if have < rows {
-		removeDB(dbPath)
-		t := time.Now()
-		if err := buildQueryDB(ctx, dbPath, rows); err != nil {
-			return err
-		}
-		fi, _ := os.Stat(dbPath)
-		fmt.Printf("Built the query database (%d findings, %d MiB) in %s.\n\n", rows, fi.Size()>>20, time.Since(t).Round(time.Second))
-		if have, built, err = countFindings(dbPath); err != nil {
-			return err
-		}
-	} else {
-		fmt.Printf("Reusing the query database %s (%d findings).\n\n", dbPath, have)
-	}
-	// "Now" for the queries is the newest finding's time, so a reused
-	// database answers the same as a fresh one.
-	now := built
-	srv, err := collector.New(ctx, collector.Config{
-		GRPCListen: "127.0.0.1:0", DB: "sqlite://" + dbPath, Insecure: true,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+// launchPostgres starts the benchmark's PostgreSQL in dir (kept between
+// runs when dir is set) with settings for a dedicated database host.
+func launchPostgres(dir string) (*testenv.Postgres, error) {
+	pg, err := testenv.LaunchPostgres(dir, map[string]string{
+		"shared_buffers": "2GB", "max_wal_size": "8GB", "checkpoint_timeout": "15min", "wal_compression": "lz4",
 	})
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("start PostgreSQL: %w", err)
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx) }()
-	defer func() { cancel(); <-done }()
-	conn, err := collector.Dial(ctx, srv.GRPCAddr().String(), tlsutil.ClientOptions{Insecure: true})
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	c := loupev1.NewCollectorClient(conn)
-	since := func(d time.Duration) *timestamppb.Timestamp { return timestamppb.New(now.Add(-d)) }
-	// Pick real values from the data.
-	sample := storetest.Realistic(storetest.NewRand(uint64(rows)+7), now, "bench-node-00")
-	var sha string
-	for i := uint64(0); sha == ""; i++ {
-		f := storetest.Realistic(storetest.NewRand(i), now, "x")
-		sha = f.GetFile().GetSha256()
-	}
-	queries := []struct {
-		name, cli string
-		q         *loupev1.QueryRequest
-	}{
-		{"last 24h SHELL_EXEC", "--since 24h --kind shell_exec",
-			&loupev1.QueryRequest{Since: since(24 * time.Hour), Kinds: []loupev1.Kind{loupev1.Kind_KIND_SHELL_EXEC}}},
-		{"one pod's timeline, 7 days", "--since 7d --namespace NS --pod POD --oldest-first",
-			&loupev1.QueryRequest{Since: since(7 * 24 * time.Hour), Namespace: sample.GetContainer().GetNamespace(), Pod: sample.GetContainer().GetPod(), Order: loupev1.Order_ORDER_OLDEST_FIRST}},
-		{"by file sha256, all time", "--since '' --sha256 H",
-			&loupev1.QueryRequest{Sha256: sha}},
-		{"namespace + min severity high, 24h", "--since 24h --namespace payments --severity high",
-			&loupev1.QueryRequest{Since: since(24 * time.Hour), Namespace: "payments", MinSeverity: loupev1.Severity_SEVERITY_HIGH}},
-		{"grep argv 'wget', 24h", "--since 24h --grep wget",
-			&loupev1.QueryRequest{Since: since(24 * time.Hour), Grep: "wget"}},
-		{"(worst case) grep argv, all 30 days, rare match", "--since '' --grep 'python3 -m http'  --pod 'cache-*'",
-			&loupev1.QueryRequest{Grep: "python3 -m http", Pod: "cache-*"}},
-	}
-	fmt.Printf("## Query latency over %d findings (%d days, %d nodes), through gRPC, %d runs each\n\n", have, queryDays, queryNodes, reps)
-	fmt.Println("| query | loupe query flags | results | p50 | p99 |")
-	fmt.Println("|---|---|---:|---:|---:|")
-	for _, q := range queries {
-		var lats []time.Duration
-		results := 0
-		for range reps {
-			t := time.Now()
-			n, err := runQuery(ctx, c, q.q)
-			if err != nil {
-				return fmt.Errorf("%s: %w", q.name, err)
-			}
-			lats = append(lats, time.Since(t))
-			results = n
-		}
-		fmt.Printf("| %s | `%s` | %d | %s | %s |\n", q.name, q.cli, results, pct(lats, 50), pct(lats, 99))
-	}
-	fmt.Println()
-	return nil
-}
-
-func runQuery(ctx context.Context, c loupev1.CollectorClient, q *loupev1.QueryRequest) (int, error) {
-	stream, err := c.Query(ctx, q)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for {
-		r, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return n, nil
-		}
-		if err != nil {
-			return n, err
-		}
-		n += len(r.GetFindings())
-	}
-}
-
-func countFindings(path string) (int, time.Time, error) {
-	if _, err := os.Stat(path); err != nil {
-		return 0, time.Time{}, nil
-	}
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		return 0, time.Time{}, err
-	}
-	defer db.Close()
-	var (
-		n      int
-		newest sql.NullInt64
-	)
-	if err := db.QueryRow(`SELECT count(*), max(time_ns) FROM findings`).Scan(&n, &newest); err != nil {
-		return 0, time.Time{}, nil
-	}
-	return n, time.Unix(0, newest.Int64), nil
-}
-
-func buildQueryDB(ctx context.Context, path string, rows int) error {
-	st, err := sqlite.Open(ctx, "sqlite://"+path+"?synchronous=normal")
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	now := time.Now()
-	span := time.Duration(queryDays) * 24 * time.Hour
-	step := span / time.Duration(rows)
-	rngs := make([]*randNode, queryNodes)
-	for i := range rngs {
-		rngs[i] = &randNode{name: fmt.Sprintf("bench-node-%02d", i), rng: storetest.NewRand(uint64(i))}
-	}
-	const chunk = 5000
-	for i := 0; i < rows; i += chunk {
-		b := make([]*loupev1.Finding, 0, chunk)
-		for j := i; j < min(i+chunk, rows); j++ {
-			rn := rngs[j%queryNodes]
-			b = append(b, storetest.Realistic(rn.rng, now.Add(-span+time.Duration(j)*step), rn.name))
-		}
-		if _, err := st.Ingest(ctx, store.NodeInfo{Name: "bench-loader"}, b); err != nil {
-			return err
-		}
-	}
-	return st.Optimize(ctx)
-}
-
-type randNode struct {
-	name string
-	rng  *rand.Rand
+	return pg, nil
 }

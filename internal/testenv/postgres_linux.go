@@ -34,6 +34,9 @@ type Postgres struct {
 	port           int
 	uid, gid       int
 
+	settings       map[string]string
+	keep           bool // Close keeps dir
+
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -56,48 +59,86 @@ func PostgresBinDir() string {
 	return filepath.Dir(ms[0])
 }
 
-// StartPostgres initdb's and starts a private cluster for t. It skips (or
-// fails with LOUPE_REQUIRE_E2E=1) without root or the postgresql package, and
-// fails when the cluster cannot start.
+// StartPostgres initdb's and starts a private cluster for t, removed when t
+// ends. It skips (or fails with LOUPE_REQUIRE_E2E=1) without root or the
+// postgresql package, and fails when the cluster cannot start.
 func StartPostgres(t testing.TB) *Postgres {
 	t.Helper()
 	RequireRoot(t)
+	if PostgresBinDir() == "" {
+		Unavailable(t, "PostgreSQL server is not installed (Debian package postgresql)")
+	}
+	if _, err := user.Lookup("postgres"); err != nil {
+		Unavailable(t, "no postgres user (Debian package postgresql)")
+	}
+	p, err := LaunchPostgres("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// LaunchPostgres is StartPostgres for programs (benchmarks): the caller
+// Closes the cluster. With dir set, the cluster lives there and is kept by
+// Close (a later launch on the same dir reuses its data); else in a new
+// temporary directory, removed by Close. settings are extra server
+// settings (name → value).
+func LaunchPostgres(dir string, settings map[string]string) (*Postgres, error) {
 	bin := PostgresBinDir()
 	if bin == "" {
-		Unavailable(t, "PostgreSQL server is not installed (Debian package postgresql)")
+		return nil, errors.New("PostgreSQL server is not installed (Debian package postgresql; run scripts/deps.sh)")
 	}
 	u, err := user.Lookup("postgres")
 	if err != nil {
-		Unavailable(t, "no postgres user (Debian package postgresql)")
+		return nil, fmt.Errorf("no postgres user: %w", err)
 	}
 	cleanupStalePostgres()
-	p := &Postgres{bin: bin}
+	p := &Postgres{bin: bin, settings: settings, dir: dir, keep: dir != ""}
 	p.uid, _ = strconv.Atoi(u.Uid)
 	p.gid, _ = strconv.Atoi(u.Gid)
-	if p.dir, err = os.MkdirTemp("", fmt.Sprintf("%s%d-", pgDirPrefix, os.Getpid())); err != nil {
-		t.Fatal(err)
+	if p.dir == "" {
+		if p.dir, err = os.MkdirTemp("", fmt.Sprintf("%s%d-", pgDirPrefix, os.Getpid())); err != nil {
+			return nil, err
+		}
 	}
-	t.Cleanup(func() { p.teardown() })
+	if err := p.init(); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Postgres) init() error {
 	p.data = filepath.Join(p.dir, "data")
 	for _, d := range []string{p.dir, p.data} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if err := os.Chown(d, p.uid, p.gid); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
+	var err error
 	if p.logf, err = os.Create(filepath.Join(p.dir, "postgres.log")); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	initdb := p.command(filepath.Join(bin, "initdb"), "-D", p.data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C")
-	if out, err := initdb.CombinedOutput(); err != nil {
-		t.Fatalf("initdb: %v\n%s", err, out)
+	if _, err := os.Stat(filepath.Join(p.data, "PG_VERSION")); err != nil {
+		initdb := p.command(filepath.Join(p.bin, "initdb"), "-D", p.data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C")
+		if out, err := initdb.CombinedOutput(); err != nil {
+			return fmt.Errorf("initdb: %v\n%s", err, out)
+		}
 	}
-	_, port, _ := net.SplitHostPort(FreeAddr(t))
-	p.port, _ = strconv.Atoi(port)
-	p.Start(t)
-	return p
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	p.port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	if err := p.start(); err != nil {
+		return fmt.Errorf("start PostgreSQL: %v\n%s", err, p.logTail())
+	}
+	return nil
 }
 
 func (p *Postgres) command(name string, args ...string) *exec.Cmd {
@@ -118,28 +159,61 @@ func (p *Postgres) DSN(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.port, db)
 }
 
+// DatabaseDSN creates database name unless it exists and returns its DSN.
+func (p *Postgres) DatabaseDSN(name string) (string, error) {
+	out, err := p.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = '"+name+"'")
+	if err != nil {
+		return "", err
+	}
+	if out == "0" {
+		if _, err := p.psql("postgres", "CREATE DATABASE "+name); err != nil {
+			return "", err
+		}
+	}
+	return p.DSN(name), nil
+}
+
 // NewDatabase creates a fresh, empty database and returns its DSN.
 func (p *Postgres) NewDatabase(t testing.TB) string {
 	t.Helper()
+	dsn, err := p.CreateDatabase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dsn
+}
+
+// CreateDatabase creates a fresh, empty database and returns its DSN.
+func (p *Postgres) CreateDatabase() (string, error) {
 	p.mu.Lock()
 	p.dbs++
 	name := fmt.Sprintf("loupe_%d", p.dbs)
 	p.mu.Unlock()
-	p.SQL(t, "postgres", "CREATE DATABASE "+name)
-	return p.DSN(name)
+	if _, err := p.psql("postgres", "CREATE DATABASE "+name); err != nil {
+		return "", err
+	}
+	return p.DSN(name), nil
 }
 
 // SQL runs statements with psql in database db and returns psql's output
 // (unaligned, tuples only).
 func (p *Postgres) SQL(t testing.TB, db, sql string) string {
 	t.Helper()
+	out, err := p.psql(db, sql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (p *Postgres) psql(db, sql string) (string, error) {
 	cmd := p.command(filepath.Join(p.bin, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
 		"-h", "127.0.0.1", "-p", strconv.Itoa(p.port), "-U", "postgres", "-d", db, "-c", sql)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("psql %q: %v\n%s", sql, err, out)
+		return "", fmt.Errorf("psql %q: %v\n%s", sql, err, out)
 	}
-	return strings.TrimSpace(string(out))
+	return strings.TrimSpace(string(out)), nil
 }
 
 // Start starts the server (after Stop) and waits until it accepts connections.
@@ -159,6 +233,9 @@ func (p *Postgres) start() error {
 	cmd := p.command(filepath.Join(p.bin, "postgres"), "-D", p.data, "-p", strconv.Itoa(p.port), "-k", p.dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "shared_buffers=256MB",
 		"-c", "logging_collector=off", "-c", "log_min_messages=warning")
+	for k, v := range p.settings {
+		cmd.Args = append(cmd.Args, "-c", k+"="+v)
+	}
 	cmd.Stdout, cmd.Stderr = p.logf, p.logf
 	cmd.SysProcAttr.Setpgid = true // Kill ends the postmaster and its backends together
 	if err := cmd.Start(); err != nil {
@@ -242,12 +319,15 @@ func (p *Postgres) logTail() string {
 	return string(b)
 }
 
-func (p *Postgres) teardown() {
+// Close stops the cluster and removes its directory.
+func (p *Postgres) Close() {
 	_ = p.stop(syscall.SIGINT)
 	if p.logf != nil {
 		p.logf.Close()
 	}
-	_ = os.RemoveAll(p.dir)
+	if !p.keep {
+		_ = os.RemoveAll(p.dir)
+	}
 }
 
 // killOwned kills the processes whose command line names dir and waits up

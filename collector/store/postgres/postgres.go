@@ -513,6 +513,15 @@ func (s *Store) Nodes(ctx context.Context) ([]*loupev1.Node, error) {
 	return out, nil
 }
 
+// Optimize refreshes the query planner's statistics (ANALYZE), e.g. after
+// a bulk load; autovacuum does it on its own otherwise.
+func (s *Store) Optimize(ctx context.Context) error {
+	if _, err := s.pool.Exec(ctx, `ANALYZE findings, nodes, node_kinds, node_kind_days`); err != nil {
+		return fmt.Errorf("optimize postgres store %s: %s", s.target, Reason(err))
+	}
+	return nil
+}
+
 // Close implements store.Store.
 func (s *Store) Close() error {
 	s.pool.Close()
