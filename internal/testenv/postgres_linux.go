@@ -34,8 +34,8 @@ type Postgres struct {
 	port           int
 	uid, gid       int
 
-	settings       map[string]string
-	keep           bool // Close keeps dir
+	settings map[string]string
+	keep     bool // Close keeps dir
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
