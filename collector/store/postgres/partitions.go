@@ -165,6 +165,11 @@ func (s *Store) dropPartition(ctx context.Context, day int32) (int64, error) {
 				return err
 			}
 		}
+		// Another replica's retention may have dropped it while this one waited.
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, partitionName(day)).Scan(&exists); err != nil || !exists {
+			return err
+		}
 		if err := tx.QueryRow(ctx, `SELECT coalesce(sum(count), 0)::int8 FROM node_kind_days WHERE day = $1`, day).Scan(&n); err != nil {
 			return err
 		}

@@ -282,3 +282,47 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatalf("a query past statement_timeout: %v", err)
 	}
 }
+
+// TestConcurrentRetention: every replica runs retention; two at once drop
+// each partition once and count each finding once.
+func TestConcurrentRetention(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	a := openNew(t, pg)
+	b, err := Open(context.Background(), pg.DSN(a.target[strings.LastIndex(a.target, "/")+1:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	midnight := time.Now().UTC().Truncate(24 * time.Hour)
+	var fs []*loupev1.Finding
+	for d := -6; d <= 0; d++ {
+		for i := range 50 {
+			fs = append(fs, storetest.Finding(midnight.AddDate(0, 0, d).Add(time.Duration(i)*time.Minute), "n1", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO))
+		}
+	}
+	ingest(t, a, "n1", fs...)
+	cut := midnight.AddDate(0, 0, -3).Add(10 * time.Minute) // 3 whole days and 10 findings of the next
+	var (
+		wg sync.WaitGroup
+		n  [2]int64
+		e  [2]error
+	)
+	for i, s := range []*Store{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); n[i], e[i] = s.Prune(context.Background(), cut) }()
+	}
+	wg.Wait()
+	if e[0] != nil || e[1] != nil {
+		t.Fatalf("prune errors: %v, %v", e[0], e[1])
+	}
+	if n[0]+n[1] != 160 {
+		t.Fatalf("pruned %d + %d, want 160 in all", n[0], n[1])
+	}
+	nodes, err := b.Nodes(context.Background())
+	if err != nil || nodes[0].GetFindings() != 190 || nodes[0].GetFindingsByKind()["EXEC"] != 190 {
+		t.Fatalf("nodes after prune = %v, %v; want 190 findings", nodes, err)
+	}
+	if got := storetest.QueryAll(t, b, &loupev1.QueryRequest{Limit: store.MaxLimit}); len(got) != 190 {
+		t.Fatalf("%d findings left, want 190", len(got))
+	}
+}
