@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 
 	"github.com/loupe-dev/loupe/internal/tlsutil"
 )
@@ -72,6 +73,9 @@ func TestManifestsBuildAndDecodeStrictly(t *testing.T) {
 				}
 			}
 			for _, k := range []string{"Namespace", "ServiceAccount", "DaemonSet", "Deployment", "Service", "PersistentVolumeClaim", "NetworkPolicy"} {
+				if k == "PersistentVolumeClaim" && d == "overlays/postgres" {
+					continue // the collectors keep nothing on disk
+				}
 				if kinds[k] == 0 {
 					t.Errorf("no %s in %s", k, d)
 				}
@@ -315,5 +319,59 @@ func TestMonitorsMatchAlertRules(t *testing.T) {
 	}
 	if !node || !strings.Contains(string(rules), "by (node)") {
 		t.Error("the PodMonitor must set the node label the alert rules group by")
+	}
+}
+
+// TestPostgresOverlay: N stateless collectors on the DSN of a Secret, no
+// volume claim, spread over nodes, rolling one at a time, with a
+// disruption budget.
+func TestPostgresOverlay(t *testing.T) {
+	root, _ := buildDirs(t)
+	objs, err := Build(filepath.Join(root, "overlays/postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dep *appsv1.Deployment
+	pdb := false
+	for _, o := range objs {
+		switch v := o.Value.(type) {
+		case *appsv1.Deployment:
+			if v.Name == "loupe-collector" {
+				dep = v
+			}
+		case *corev1.PersistentVolumeClaim:
+			t.Errorf("the postgres overlay still claims a volume: %s", v.Name)
+		case *policyv1.PodDisruptionBudget:
+			pdb = v.Spec.Selector.MatchLabels["app.kubernetes.io/name"] == "loupe-collector"
+		}
+	}
+	if dep == nil || dep.Spec.Replicas == nil || *dep.Spec.Replicas < 2 || dep.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType {
+		t.Fatalf("collector Deployment = %+v, want ≥ 2 replicas rolling", dep)
+	}
+	if !pdb {
+		t.Error("no PodDisruptionBudget for the collectors")
+	}
+	c := dep.Spec.Template.Spec.Containers[0]
+	for _, a := range c.Args {
+		if strings.HasPrefix(a, "--db") {
+			t.Errorf("collector args still set %s", a)
+		}
+	}
+	dsn := false
+	for _, e := range c.Env {
+		if e.Name == "LOUPE_DB" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Name == "loupe-collector-db" && e.ValueFrom.SecretKeyRef.Key == "dsn" {
+			dsn = true
+		}
+	}
+	if !dsn {
+		t.Errorf("collector env %v: want LOUPE_DB from Secret loupe-collector-db key dsn", c.Env)
+	}
+	for _, v := range dep.Spec.Template.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil {
+			t.Errorf("collector mounts the claim %s", v.PersistentVolumeClaim.ClaimName)
+		}
+	}
+	if len(dep.Spec.Template.Spec.TopologySpreadConstraints) == 0 {
+		t.Error("replicas are not spread over nodes")
 	}
 }
