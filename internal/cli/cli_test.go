@@ -6,11 +6,16 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/collector"
+	"github.com/loupe-dev/loupe/collector/store/storetest"
 	"github.com/loupe-dev/loupe/internal/tlsutil"
 )
 
@@ -225,4 +230,74 @@ func newestFinding(t *testing.T, file, node string) time.Time {
 		}
 	}
 	return newest
+}
+
+// TestQueryAllPages: --all pages through more findings than one page holds,
+// with several findings per instant across page boundaries, and writes each
+// exactly once, oldest first; an instant with more findings than a page is
+// refused with a clear error.
+func TestQueryAllPages(t *testing.T) {
+	defer func(n uint32) { allPageSize = n }(allPageSize)
+	allPageSize = 7
+	addr := startCollector(t, nil)
+	conn := []string{"--collector", addr, "--insecure"}
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	var (
+		lines []string
+		want  []string
+	)
+	for i := range 40 {
+		// 3 findings per instant: page boundaries fall inside instants.
+		f := storetest.Finding(t0.Add(time.Duration(i/3)*time.Second), "node-a", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO)
+		b, err := protojson.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, string(b))
+		want = append(want, f.GetId())
+	}
+	file := filepath.Join(t.TempDir(), "in.jsonl")
+	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := run(t, append([]string{"ingest", file}, conn...)...); err != nil {
+		t.Fatalf("ingest: %v\n%s", err, stderr)
+	}
+	out, stderr, err := run(t, append([]string{"query", "--since", "", "--all", "-o", "jsonl"}, conn...)...)
+	if err != nil {
+		t.Fatalf("query --all: %v\n%s", err, stderr)
+	}
+	var got []string
+	seen := map[string]bool{}
+	var prev time.Time
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := &loupev1.Finding{}
+		if err := protojson.Unmarshal([]byte(l), f); err != nil {
+			t.Fatal(err)
+		}
+		if seen[f.GetId()] {
+			t.Fatalf("finding %s written twice", f.GetId())
+		}
+		if f.GetTime().AsTime().Before(prev) {
+			t.Fatalf("not oldest first at %s", f.GetId())
+		}
+		seen[f.GetId()], prev = true, f.GetTime().AsTime()
+		got = append(got, f.GetId())
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("--all wrote %d findings, want all %d", len(got), len(want))
+	}
+	if !strings.Contains(stderr, "40 finding(s)") {
+		t.Errorf("progress/summary on stderr: %q", stderr)
+	}
+	if _, _, err := run(t, append([]string{"query", "--all"}, conn...)...); err == nil || !strings.Contains(err.Error(), "-o jsonl") {
+		t.Errorf("--all without -o jsonl: %v", err)
+	}
+	// 3 findings in one instant do not fit a page of 2.
+	allPageSize = 2
+	if _, _, err := run(t, append([]string{"query", "--since", "", "--all", "-o", "jsonl"}, conn...)...); err == nil || !strings.Contains(err.Error(), "share the instant") {
+		t.Errorf("instant larger than a page: %v", err)
+	}
 }
