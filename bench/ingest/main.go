@@ -14,6 +14,7 @@
 //	go run ./bench/ingest                                # both stores, ingest + queries over 1M
 //	go run ./bench/ingest -store postgres -skip-query    # PostgreSQL ingest only
 //	go run ./bench/ingest -skip-ingest -query-rows 10000000
+//	go run ./bench/ingest -move 1000000                  # SQLite → PostgreSQL with loupe query --all | loupe ingest
 package main
 
 import (
@@ -60,6 +61,7 @@ func main() {
 	flag.IntVar(&o.reps, "reps", 50, "repetitions of each query")
 	flag.BoolVar(&o.skipQuery, "skip-query", false, "skip the query benchmark")
 	flag.BoolVar(&o.skipIngest, "skip-ingest", false, "skip the ingest benchmark")
+	move := flag.Int("move", 0, "instead of the benchmarks: move this many findings SQLite → PostgreSQL with loupe query --all | loupe ingest, and time it")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the benchmark process (collectors included) to this file")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -76,6 +78,12 @@ func main() {
 		fail(err)
 	}
 	fmt.Printf("# collector benchmark — %s, %d CPUs, %s, %s, load average at start %s\n\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), runtime.Version(), runtime.GOARCH, loadavg())
+	if *move > 0 {
+		if err := benchMove(o, *move); err != nil {
+			fail(err)
+		}
+		return
+	}
 	for _, st := range strings.Split(o.stores, ",") {
 		var err error
 		switch strings.TrimSpace(st) {

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/collector"
 	"github.com/loupe-dev/loupe/collector/store"
 	"github.com/loupe-dev/loupe/collector/store/postgres"
 )
@@ -145,4 +148,93 @@ func copyBaseline(ctx context.Context, newDB func() (string, error), o options) 
 		return 0, first
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// benchMove moves n findings from a SQLite collector to a PostgreSQL
+// collector the way docs/install.md tells operators to: `loupe query
+// --since '' --all -o jsonl | loupe ingest -`, with the real binaries, and
+// checks that every finding arrived.
+func benchMove(o options, n int) error {
+	ctx := context.Background()
+	bin, err := os.MkdirTemp("", "loupe-bench-move-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(bin)
+	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/loupe")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/loupe (run from the repository root): %v\n%s", err, out)
+	}
+	src := "sqlite://" + filepath.Join(o.dir, fmt.Sprintf("move-%d.db", n))
+	if have, err := storeCount(ctx, src); err != nil {
+		return err
+	} else if have < n {
+		if err := resetStore(ctx, src); err != nil {
+			return err
+		}
+		if err := buildQueryDB(ctx, src, n); err != nil {
+			return err
+		}
+	}
+	pg, err := launchPostgres("")
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	dst, err := pg.CreateDatabase()
+	if err != nil {
+		return err
+	}
+	from, stopFrom, err := serve(ctx, src)
+	if err != nil {
+		return err
+	}
+	defer stopFrom()
+	to, stopTo, err := serve(ctx, dst)
+	if err != nil {
+		return err
+	}
+	defer stopTo()
+	script := fmt.Sprintf("set -o pipefail; %s/loupe query --insecure --collector %s --since '' --all -o jsonl | %s/loupe ingest - --insecure --collector %s --batch 1000",
+		bin, from, bin, to)
+	start := time.Now()
+	cmd := exec.Command("bash", "-c", script)
+	out, err := cmd.CombinedOutput()
+	elapsed := time.Since(start)
+	if err != nil {
+		return fmt.Errorf("%s: %v\n%s", script, err, out)
+	}
+	got, err := storeCount(ctx, dst)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("## Moving a store: SQLite → PostgreSQL with `loupe query --all | loupe ingest`\n\n")
+	fmt.Printf("%d findings moved in %s (%.0f findings/s); the PostgreSQL store holds %d. CLI output:\n\n```\n%s```\n\n",
+		n, elapsed.Round(time.Second), float64(n)/elapsed.Seconds(), got, lastLines(string(out), 3))
+	if got != n {
+		return fmt.Errorf("moved store holds %d findings, want %d", got, n)
+	}
+	return nil
+}
+
+// serve runs an insecure collector on dsn on a loopback port.
+func serve(ctx context.Context, dsn string) (string, func(), error) {
+	ctx, cancel := context.WithCancel(ctx)
+	srv, err := collector.New(ctx, collector.Config{GRPCListen: "127.0.0.1:0", DB: dsn, Insecure: true, Logger: quiet})
+	if err != nil {
+		cancel()
+		return "", nil, err
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx); close(done) }()
+	return srv.GRPCAddr().String(), func() { cancel(); <-done }, nil
+}
+
+func lastLines(s string, n int) string {
+	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(ls) > n {
+		ls = ls[len(ls)-n:]
+	}
+	return strings.Join(ls, "\n") + "\n"
 }
