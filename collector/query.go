@@ -84,6 +84,12 @@ func (s *Server) Query(req *loupev1.QueryRequest, stream loupev1.Collector_Query
 	return status.Errorf(codes.Internal, "query failed: %v", err)
 }
 
+// ConnectedWindow: a node whose last batch arrived less than this long ago
+// counts as connected, to this replica or another one. Agents send a batch,
+// empty if need be, at least every 30 s (loupe-agent's heartbeat), so every
+// replica of a shared store answers the same.
+const ConnectedWindow = 90 * time.Second
+
 // ListNodes implements ListNodes.
 func (s *Server) ListNodes(ctx context.Context, _ *loupev1.ListNodesRequest) (*loupev1.ListNodesResponse, error) {
 	if err := s.mayRead(ctx); err != nil {
@@ -94,9 +100,10 @@ func (s *Server) ListNodes(ctx context.Context, _ *loupev1.ListNodesRequest) (*l
 		s.log.Error("list nodes failed", "err", err)
 		return nil, status.Errorf(codes.Internal, "list nodes: %v", err)
 	}
+	now := time.Now()
 	s.mu.Lock()
 	for _, n := range nodes {
-		n.Connected = s.conns[n.GetName()] > 0
+		n.Connected = s.conns[n.GetName()] > 0 || (n.GetLastSeen() != nil && now.Sub(n.GetLastSeen().AsTime()) < ConnectedWindow)
 	}
 	s.mu.Unlock()
 	return &loupev1.ListNodesResponse{Nodes: nodes}, nil

@@ -1613,7 +1613,9 @@ type Node struct {
 	LastSeen *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	// Findings stored from it.
 	Findings int64 `protobuf:"varint,5,opt,name=findings,proto3" json:"findings,omitempty"`
-	// Whether it has an Ingest stream open to this collector replica now.
+	// Whether it is connected now: an Ingest stream is open to this collector
+	// replica, or its last batch (agents send one at least every 30 s) arrived
+	// less than 90 s ago, through any replica of the same store.
 	Connected bool `protobuf:"varint,6,opt,name=connected,proto3" json:"connected,omitempty"`
 	// Stored findings by kind name (e.g. "SHELL_EXEC").
 	FindingsByKind map[string]int64 `protobuf:"bytes,7,rep,name=findings_by_kind,json=findingsByKind,proto3" json:"findings_by_kind,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`

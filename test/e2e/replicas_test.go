@@ -136,15 +136,12 @@ func TestReplicasSurviveFaults(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	stopAgents()
-
-	if n := pg.SQL(t, db, "SELECT count(*) || ' ' || count(DISTINCT id) FROM findings"); n != fmt.Sprintf("%d %d", total, total) {
-		t.Fatalf("rows, distinct ids = %s; want %d of each", n, total)
-	}
-	// The killed replica comes back; both answer the same.
+	// The killed replica comes back; while the agents still stream to the
+	// other one, both replicas list the same nodes, all connected, with the
+	// same counts.
 	startReplica(victim)
+	c := pki.Clients["loupe-admin"]
 	cli := func(r *replica, args ...string) []byte {
-		c := pki.Clients["loupe-admin"]
 		cmd := exec.Command(filepath.Join(bin, "loupe"), append(args, "--collector", r.grpc, "--ca", pki.CAFile,
 			"--tls-cert", c[0], "--tls-key", c[1], "-o", "json")...)
 		var stderr strings.Builder
@@ -155,28 +152,32 @@ func TestReplicasSurviveFaults(t *testing.T) {
 		}
 		return out
 	}
-	var listed [2][]*struct {
-		Name     string `json:"name"`
-		Findings string `json:"findings"`
-	}
-	for i, r := range reps {
-		if err := json.Unmarshal(cli(r, "nodes"), &listed[i]); err != nil {
-			t.Fatal(err)
-		}
+	type node struct {
+		Name      string `json:"name"`
+		Findings  string `json:"findings"`
+		Connected bool   `json:"connected"`
 	}
 	perNode := map[string]int{}
 	for _, n := range want {
 		perNode[n]++
 	}
-	for i := range reps {
-		if len(listed[i]) != len(nodes) {
-			t.Fatalf("replica %d lists %d nodes", i, len(listed[i]))
+	for i, r := range reps {
+		var listed []node
+		if err := json.Unmarshal(cli(r, "nodes"), &listed); err != nil {
+			t.Fatal(err)
 		}
-		for _, n := range listed[i] {
-			if n.Findings != strconv.Itoa(perNode[n.Name]) {
-				t.Fatalf("replica %d: node %s has %s findings, want %d", i, n.Name, n.Findings, perNode[n.Name])
+		if len(listed) != len(nodes) {
+			t.Fatalf("replica %d lists %d nodes", i, len(listed))
+		}
+		for _, n := range listed {
+			if n.Findings != strconv.Itoa(perNode[n.Name]) || !n.Connected {
+				t.Fatalf("replica %d: node %+v, want %d findings and connected", i, n, perNode[n.Name])
 			}
 		}
+	}
+	stopAgents()
+	if n := pg.SQL(t, db, "SELECT count(*) || ' ' || count(DISTINCT id) FROM findings"); n != fmt.Sprintf("%d %d", total, total) {
+		t.Fatalf("rows, distinct ids = %s; want %d of each", n, total)
 	}
 	var ids [2][]string
 	for i, r := range reps {
