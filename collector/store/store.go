@@ -36,6 +36,8 @@ const (
 var (
 	// ErrInvalidQuery wraps every error caused by a bad QueryRequest.
 	ErrInvalidQuery = errors.New("invalid query")
+	// ErrNotFound is returned by Get for an id that is not stored.
+	ErrNotFound = errors.New("not found")
 	// ErrUnknownScheme is returned by Open for a DSN no backend handles.
 	ErrUnknownScheme = errors.New("unknown database scheme")
 )
@@ -60,6 +62,25 @@ type IngestResult struct {
 	Inserted []bool
 }
 
+// Count is the number of findings of one kind and severity in one hour.
+type Count struct {
+	Hour     time.Time // the hour's start, UTC
+	Kind     loupev1.Kind
+	Severity loupev1.Severity
+	N        int64
+}
+
+// MaxCountSpan bounds the time range of Counts.
+const MaxCountSpan = 31 * 24 * time.Hour
+
+// CheckCountSpan validates the range of a Counts call.
+func CheckCountSpan(since, until time.Time) error {
+	if !since.Before(until) || until.Sub(since) > MaxCountSpan {
+		return fmt.Errorf("%w: counts need since < until, at most %s apart", ErrInvalidQuery, MaxCountSpan)
+	}
+	return nil
+}
+
 // Store keeps findings. Implementations are safe for concurrent use.
 type Store interface {
 	// Ingest stores findings in one transaction: all of them or, on error,
@@ -72,6 +93,11 @@ type Store interface {
 	// q's limit. An error from fn stops the query and is returned. A bad
 	// request returns an error wrapping ErrInvalidQuery.
 	Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*loupev1.Finding) error) error
+	// Get returns the finding with id, or an error wrapping ErrNotFound.
+	Get(ctx context.Context, id string) (*loupev1.Finding, error)
+	// Counts returns how many findings there are per hour (UTC), kind and
+	// severity with a time in [since, until).
+	Counts(ctx context.Context, since, until time.Time) ([]Count, error)
 	// Nodes lists the known nodes by name (Connected is left false: only
 	// the server knows open streams).
 	Nodes(ctx context.Context) ([]*loupev1.Node, error)

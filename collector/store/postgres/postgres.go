@@ -464,6 +464,57 @@ func (s *Store) Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*lou
 	return nil
 }
 
+// Get implements store.Store.
+func (s *Store) Get(ctx context.Context, id string) (*loupev1.Finding, error) {
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return nil, fmt.Errorf("finding %q: %w", id, store.ErrNotFound)
+	}
+	var body []byte
+	err = s.pool.QueryRow(ctx, `SELECT body FROM findings WHERE id = $1 ORDER BY time_ns LIMIT 1`, u).Scan(&body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("finding %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get finding %s from %s: %s", id, s.target, Reason(err))
+	}
+	f := &loupev1.Finding{}
+	if err := proto.Unmarshal(body, f); err != nil {
+		return nil, fmt.Errorf("get finding %s: decode: %w", id, err)
+	}
+	return f, nil
+}
+
+// Counts implements store.Store.
+func (s *Store) Counts(ctx context.Context, since, until time.Time) ([]store.Count, error) {
+	if err := store.CheckCountSpan(since, until); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT time_ns / 3600000000000, kind, severity, count(*) FROM findings
+		WHERE time_ns >= $1 AND time_ns < $2 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`, store.ClampNanos(since), store.ClampNanos(until))
+	if err != nil {
+		return nil, fmt.Errorf("count findings in %s: %s", s.target, Reason(err))
+	}
+	defer rows.Close()
+	var out []store.Count
+	for rows.Next() {
+		var (
+			h         int64
+			kind, sev int32
+			c         store.Count
+		)
+		if err := rows.Scan(&h, &kind, &sev, &c.N); err != nil {
+			return nil, fmt.Errorf("count findings: %w", err)
+		}
+		c.Hour, c.Kind, c.Severity = time.Unix(h*3600, 0).UTC(), loupev1.Kind(kind), loupev1.Severity(sev)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count findings in %s: %s", s.target, Reason(err))
+	}
+	return out, nil
+}
+
 // Nodes implements store.Store.
 func (s *Store) Nodes(ctx context.Context) ([]*loupev1.Node, error) {
 	rows, err := s.pool.Query(ctx, `SELECT name, agent_version, first_seen_ns, last_seen_ns, findings FROM nodes ORDER BY name`)

@@ -460,6 +460,50 @@ func (s *Store) Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*lou
 	return nil
 }
 
+// Get implements store.Store.
+func (s *Store) Get(ctx context.Context, id string) (*loupev1.Finding, error) {
+	var body []byte
+	err := s.r.QueryRowContext(ctx, `SELECT body FROM findings WHERE id = ?`, id).Scan(&body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("finding %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get finding %s: %w", id, err)
+	}
+	f := &loupev1.Finding{}
+	if err := proto.Unmarshal(body, f); err != nil {
+		return nil, fmt.Errorf("get finding %s: decode: %w", id, err)
+	}
+	return f, nil
+}
+
+// Counts implements store.Store.
+func (s *Store) Counts(ctx context.Context, since, until time.Time) ([]store.Count, error) {
+	if err := store.CheckCountSpan(since, until); err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT time_ns / 3600000000000, kind, severity, count(*) FROM findings
+		WHERE time_ns >= ? AND time_ns < ? GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`, store.ClampNanos(since), store.ClampNanos(until))
+	if err != nil {
+		return nil, fmt.Errorf("count findings: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Count
+	for rows.Next() {
+		var (
+			h         int64
+			kind, sev int32
+			c         store.Count
+		)
+		if err := rows.Scan(&h, &kind, &sev, &c.N); err != nil {
+			return nil, fmt.Errorf("count findings: %w", err)
+		}
+		c.Hour, c.Kind, c.Severity = time.Unix(h*3600, 0).UTC(), loupev1.Kind(kind), loupev1.Severity(sev)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
 // Nodes implements store.Store.
 func (s *Store) Nodes(ctx context.Context) ([]*loupev1.Node, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT name, agent_version, first_seen_ns, last_seen_ns, findings FROM nodes ORDER BY name`)

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -27,6 +28,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("Prune", func(t *testing.T) { testPrune(t, open(t)) })
 	t.Run("InvalidQuery", func(t *testing.T) { testInvalid(t, open(t)) })
 	t.Run("ConcurrentSameBatch", func(t *testing.T) { testConcurrentSameBatch(t, open(t)) })
+	t.Run("GetAndCounts", func(t *testing.T) { testGetCounts(t, open(t)) })
 	t.Run("Ping", func(t *testing.T) {
 		if err := open(t).Ping(context.Background()); err != nil {
 			t.Fatal(err)
@@ -434,5 +436,43 @@ func testInvalid(t *testing.T, s store.Store) {
 		if !errors.Is(err, store.ErrInvalidQuery) {
 			t.Errorf("%s: err = %v, want ErrInvalidQuery", name, err)
 		}
+	}
+}
+
+func testGetCounts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	fs := filterSet()
+	mustIngest(t, s, "n1", fs...)
+	got, err := s.Get(ctx, fs[3].GetId())
+	if err != nil || !proto.Equal(got, fs[3]) {
+		t.Fatalf("Get = %v, %v; want %v", got, err, fs[3])
+	}
+	for _, id := range []string{NewID(), "not-a-uuid", ""} {
+		if _, err := s.Get(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("Get(%q) = %v, want ErrNotFound", id, err)
+		}
+	}
+	// One more SHELL_EXEC/HIGH an hour later; the window leaves out the last finding.
+	late := Finding(t0.Add(time.Hour+time.Minute), "n1", loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_HIGH)
+	mustIngest(t, s, "n1", late)
+	counts, err := s.Counts(ctx, t0, t0.Add(2*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, c := range counts {
+		lines = append(lines, fmt.Sprintf("%s %s %s %d", c.Hour.Format("15:04"), c.Kind.ShortName(), c.Severity.ShortName(), c.N))
+	}
+	want := []string{"12:00 SHELL_EXEC HIGH 1", "12:00 EXEC_FAILED MEDIUM 1", "12:00 DRIFT_FILE LOW 1", "12:00 PACKAGE INFO 1", "12:00 SHELL_EXEC CRITICAL 1", "13:00 SHELL_EXEC HIGH 1"}
+	sort.Strings(lines)
+	sort.Strings(want)
+	if !slices.Equal(lines, want) {
+		t.Fatalf("counts = %v\nwant %v", lines, want)
+	}
+	if counts, err := s.Counts(ctx, t0.Add(time.Hour), t0.Add(time.Hour+time.Minute)); err != nil || len(counts) != 0 {
+		t.Fatalf("until is exclusive: %v, %v", counts, err)
+	}
+	if _, err := s.Counts(ctx, t0, t0.Add(40*24*time.Hour)); !errors.Is(err, store.ErrInvalidQuery) {
+		t.Fatalf("a 40-day span: %v", err)
 	}
 }
