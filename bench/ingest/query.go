@@ -51,6 +51,9 @@ func benchQuery(ctx context.Context, label, dsn string, o options) error {
 	} else {
 		fmt.Printf("Reusing the %s query database (%d findings).\n\n", label, have)
 	}
+	if err := optimize(ctx, dsn); err != nil {
+		return err
+	}
 	srv, err := collector.New(ctx, collector.Config{GRPCListen: "127.0.0.1:0", DB: dsn, Insecure: true, Logger: quiet})
 	if err != nil {
 		return err
@@ -249,9 +252,16 @@ func buildQueryDB(ctx context.Context, dsn string, rows int) error {
 		}()
 	}
 	wg.Wait()
-	if first != nil {
-		return first
+	return first
+}
+
+// optimize refreshes the planner statistics of dsn's store (ANALYZE, PRAGMA optimize).
+func optimize(ctx context.Context, dsn string) error {
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		return err
 	}
+	defer st.Close()
 	if o, ok := st.(interface{ Optimize(context.Context) error }); ok {
 		return o.Optimize(ctx)
 	}

@@ -567,7 +567,15 @@ func (s *Store) Nodes(ctx context.Context) ([]*loupev1.Node, error) {
 // Optimize refreshes the query planner's statistics (ANALYZE), e.g. after
 // a bulk load; autovacuum does it on its own otherwise.
 func (s *Store) Optimize(ctx context.Context) error {
-	if _, err := s.pool.Exec(ctx, `ANALYZE findings, nodes, node_kinds, node_kind_days`); err != nil {
+	// ANALYZE of a large table outlasts the default statement timeout.
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `ANALYZE findings, nodes, node_kinds, node_kind_days`)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("optimize postgres store %s: %s", s.target, Reason(err))
 	}
 	return nil

@@ -399,11 +399,20 @@ func (s *Store) Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*lou
 		where = append(where, "node IN ("+strings.Join(ph, ",")+")")
 	}
 	if v := q.GetNamespace(); v != "" {
-		add("namespace = ?", v)
+		if q.GetPod() != "" || q.GetContainerId() != "" {
+			// The pod and container indexes are far more selective: keep
+			// the planner off the namespace index ("+" disables it).
+			add("+namespace = ?", v)
+		} else {
+			add("namespace = ?", v)
+		}
 	}
 	if v := q.GetPod(); v != "" {
 		if strings.Contains(v, "*") {
 			add("pod GLOB ?", store.GlobToSQLite(v))
+			if lo, hi, ok := prefixRange(v); ok {
+				add("pod >= ? AND pod < ?", lo, hi) // an index range for the literal prefix
+			}
 		} else {
 			add("pod = ?", v)
 		}
@@ -414,6 +423,9 @@ func (s *Store) Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*lou
 	if v := q.GetImage(); v != "" {
 		if strings.Contains(v, "*") {
 			add("image GLOB ?", store.GlobToSQLite(v))
+			if lo, hi, ok := prefixRange(v); ok {
+				add("image >= ? AND image < ?", lo, hi)
+			}
 		} else {
 			add("image = ?", v)
 		}
@@ -502,6 +514,18 @@ func (s *Store) Counts(ctx context.Context, since, until time.Time) ([]store.Cou
 		out = append(out, c)
 	}
 	return out, rows.Err()
+}
+
+// prefixRange is the range [lo, hi) of strings that start with the literal
+// part of pattern p before its first '*' (ok is false without one).
+func prefixRange(p string) (lo, hi string, ok bool) {
+	lo, _, _ = strings.Cut(p, "*")
+	for i := len(lo) - 1; i >= 0; i-- {
+		if lo[i] != 0xff {
+			return lo, lo[:i] + string([]byte{lo[i] + 1}), true
+		}
+	}
+	return "", "", false
 }
 
 // Nodes implements store.Store.

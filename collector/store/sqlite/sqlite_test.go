@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -265,5 +266,19 @@ func TestGroupCommitIsolation(t *testing.T) {
 	nodes, _ := s.Nodes(ctx)
 	if len(nodes) != batches-1 {
 		t.Fatalf("%d nodes, want %d (the failed batch leaves none)", len(nodes), batches-1)
+	}
+}
+
+func TestPrefixRange(t *testing.T) {
+	for p, want := range map[string][3]string{
+		"api-*":      {"api-", "api.", "true"},
+		"*-7d4f":     {"", "", "false"},
+		"a\xff*":     {"a\xff", "b", "true"},
+		"web[1]?*x*": {"web[1]?", "web[1]@", "true"},
+	} {
+		lo, hi, ok := prefixRange(p)
+		if got := [3]string{lo, hi, fmt.Sprint(ok)}; got != want {
+			t.Errorf("prefixRange(%q) = %q, want %q", p, got, want)
+		}
 	}
 }
