@@ -152,7 +152,7 @@ func copyBaseline(ctx context.Context, newDB func() (string, error), o options) 
 
 // benchMove moves n findings from a SQLite collector to a PostgreSQL
 // collector the way docs/install.md tells operators to: `loupe query
-// --since '' --all -o jsonl | loupe ingest -`, with the real binaries, and
+// --since ” --all -o jsonl | loupe ingest -`, with the real binaries, and
 // checks that every finding arrived.
 func benchMove(o options, n int) error {
 	ctx := context.Background()
