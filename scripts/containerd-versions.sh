@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# containerd-versions.sh builds the containerd daemons of the runtime test
+# matrix (internal/testenv/containerd-versions.txt) from their Go modules, so
+# no registry of binaries is needed:
+#
+#   scripts/containerd-versions.sh build     build the missing ones (skipped when present)
+#   scripts/containerd-versions.sh list      print "id version bindir" for every entry
+#
+# Each version goes to $LOUPE_CONTAINERD_CACHE (default /var/cache/loupe/containerd)
+# /<version>/bin: containerd and containerd-shim-runc-v2, built from the
+# module's source (go mod download, through the Go proxy), CGO_ENABLED=0 with the
+# tags no_btrfs,no_devmapper,no_zfs, the version stamped with -ldflags as the
+# release Makefile does. A build is skipped when `containerd --version` of the
+# cached binary names the version. "debian" entries use the containerd on PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+list=internal/testenv/containerd-versions.txt
+cache=${LOUPE_CONTAINERD_CACHE:-/var/cache/loupe/containerd}
+
+die() { echo "containerd-versions: $*" >&2; exit 1; }
+
+entries() { grep -Ev '^[[:space:]]*(#|$)' "$list"; }
+
+bindir() {
+  local ver=$1
+  if [[ $ver == debian ]]; then dirname "$(command -v containerd)"; else echo "$cache/$ver/bin"; fi
+}
+
+present() {
+  local ver=$1 dir
+  dir=$(bindir "$ver")
+  [[ -x $dir/containerd && -x $dir/containerd-shim-runc-v2 ]] &&
+    "$dir/containerd" --version 2>/dev/null | grep -qF " ${ver} "
+}
+
+build_one() {
+  local ver=$1 mod dir tmp
+  case $ver in
+    v1.*) mod=github.com/containerd/containerd ;;
+    v2.*) mod=github.com/containerd/containerd/v2 ;;
+    *) die "unknown module version $ver" ;;
+  esac
+  dir=$cache/$ver
+  tmp=$(mktemp -d "$cache/.build-$ver.XXXXXX")
+  echo "containerd-versions: building containerd $ver (about 1.5 min)" >&2
+  local start=$SECONDS
+  # containerd's go.mod has exclude directives, which `go install mod@version`
+  # refuses: build it as the main module, from a copy of the module's source.
+  local src
+  src=$(go mod download -json "$mod@$ver" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [[ -d $src ]] || { rm -rf "$tmp"; die "go mod download $mod@$ver failed"; }
+  cp -r "$src" "$tmp/src"; chmod -R u+w "$tmp/src"
+  if ! (cd "$tmp/src" && CGO_ENABLED=0 GOFLAGS='-buildvcs=false -mod=mod' GOWORK=off nice -n 10 go build -trimpath \
+      -tags no_btrfs,no_devmapper,no_zfs \
+      -ldflags "-s -w -X $mod/version.Version=$ver -X $mod/version.Revision=go-module -X $mod/version.Package=$mod" \
+      -o "$tmp/bin/" ./cmd/containerd ./cmd/containerd-shim-runc-v2); then
+    rm -rf "$tmp"
+    die "build of containerd $ver failed"
+  fi
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  mv "$tmp/bin" "$dir/bin"
+  rm -rf "$tmp"
+  present "$ver" || die "built containerd $ver but '$dir/bin/containerd --version' does not name it"
+  echo "containerd-versions: containerd $ver built in $((SECONDS - start)) s" >&2
+}
+
+case ${1:-build} in
+  build)
+    mkdir -p "$cache"
+    command -v go >/dev/null || die "go is not on PATH"
+    while read -r id ver _; do
+      [[ $ver == debian ]] && continue
+      present "$ver" || build_one "$ver"
+    done < <(entries)
+    ;;
+  list)
+    while read -r id ver _; do echo "$id $ver $(bindir "$ver")"; done < <(entries)
+    ;;
+  *) die "usage: $0 build|list" ;;
+esac
