@@ -5,6 +5,9 @@
 #
 #   scripts/containerd-versions.sh build     build the missing ones (skipped when present)
 #   scripts/containerd-versions.sh list      print "id version bindir" for every entry
+#   scripts/containerd-versions.sh run [IDS] the runtime matrix: the tests whose
+#                                            result depends on the daemon, once per
+#                                            version other than the default (or IDS)
 #
 # Each version goes to $LOUPE_CONTAINERD_CACHE (default /var/cache/loupe/containerd)
 # /<version>/bin: containerd and containerd-shim-runc-v2, built from the
@@ -65,6 +68,44 @@ build_one() {
   echo "containerd-versions: containerd $ver built in $((SECONDS - start)) s" >&2
 }
 
+# What runs once per extra version (`make test` already ran everything on the
+# default one): the harness itself, the registry's tests (events, snapshot
+# mounts, runc's log.json, sandboxes, labels, restart, exec PIDs — everything
+# the daemon version can change) and the CRI end-to-end scenarios (distroless
+# pod, failed kubectl exec, shell, drift). The e2e fault, compliance and
+# enforcement tests exercise the agent and collector, not the daemon: once is enough.
+matrix_pkgs=(./internal/testenv/ ./runtime/containerd/)
+matrix_e2e_run='^TestScenarios$'
+
+run() {
+  local ids=("$@") id ver dir failed=() passed=() start
+  if ((${#ids[@]} == 0)); then
+    while read -r id ver _; do [[ $ver == debian ]] || ids+=("$id"); done < <(entries)
+  fi
+  for id in "${ids[@]}"; do
+    ver=$(entries | awk -v id="$id" '$1 == id {print $2}')
+    [[ -n $ver ]] || die "no entry $id in $list"
+    if ! present "$ver"; then
+      if [[ ${LOUPE_REQUIRE_E2E:-} == 1 ]]; then
+        failed+=("$id (containerd $ver not built)"); continue
+      fi
+      echo "containerd-versions: SKIP $id: containerd $ver is not built (scripts/containerd-versions.sh build)" >&2
+      continue
+    fi
+    echo "containerd-versions: running the runtime matrix on containerd $id ($ver)" >&2
+    start=$SECONDS
+    if LOUPE_CONTAINERD=$id go test -count=1 -timeout 20m "${matrix_pkgs[@]}" &&
+       LOUPE_CONTAINERD=$id go test -count=1 -timeout 20m -run "$matrix_e2e_run" ./test/e2e/; then
+      passed+=("$id ($ver, $((SECONDS - start)) s)")
+    else
+      failed+=("$id ($ver)")
+    fi
+  done
+  ((${#passed[@]})) && echo "containerd-versions: passed: ${passed[*]}" >&2
+  if ((${#failed[@]})); then echo "containerd-versions: FAILED: ${failed[*]}" >&2; exit 1; fi
+  return 0
+}
+
 case ${1:-build} in
   build)
     mkdir -p "$cache"
@@ -77,5 +118,6 @@ case ${1:-build} in
   list)
     while read -r id ver _; do echo "$id $ver $(bindir "$ver")"; done < <(entries)
     ;;
-  *) die "usage: $0 build|list" ;;
+  run) shift; run "$@" ;;
+  *) die "usage: $0 build|list|run [IDS]" ;;
 esac
