@@ -40,6 +40,7 @@ type Env struct {
 	dir  string // everything lives below it
 	name string // filepath.Base(dir)
 	ctrd Containerd
+	lay  Layout
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -117,14 +118,61 @@ func StartContainerd(t testing.TB) *Env {
 	return env
 }
 
-func start(ctrd Containerd) (*Env, error) {
+// Layout places a daemon's directories and socket below the environment's
+// directory the way a distribution places them below the host's root, so a
+// registry given HostRoot = Env.Dir() sees the paths it would see on such a
+// node. Paths are relative.
+type Layout struct {
+	Name                string
+	Root, State, Socket string
+}
+
+// Layouts of containerd deployments users run.
+var (
+	// LayoutDefault is the harness's own: root/, state/, containerd.sock.
+	LayoutDefault = Layout{Name: "default", Root: "root", State: "state", Socket: "containerd.sock"}
+	// LayoutK3s is k3s's embedded containerd (k3s agent: --data-dir /var/lib/rancher/k3s).
+	LayoutK3s = Layout{Name: "k3s", Root: "var/lib/rancher/k3s/agent/containerd", State: "run/k3s/containerd", Socket: "run/k3s/containerd/containerd.sock"}
+	// LayoutRKE2 is RKE2's: its own data dir, k3s's run dir and socket.
+	LayoutRKE2 = Layout{Name: "rke2", Root: "var/lib/rancher/rke2/agent/containerd", State: "run/k3s/containerd", Socket: "run/k3s/containerd/containerd.sock"}
+)
+
+// StartContainerdLayout is StartContainerd with the daemon's root, state and
+// socket placed as lay says; the daemon is the test's own (never shared) and
+// is torn down when t ends.
+func StartContainerdLayout(t testing.TB, lay Layout) *Env {
+	t.Helper()
+	RequireRoot(t)
+	RequireCommand(t, "runc")
+	ctrd, err := SelectedContainerd()
+	if errors.Is(err, errNoContainerd) {
+		Unavailable(t, err.Error())
+	}
+	if err != nil {
+		t.Fatalf("containerd: %v", err)
+	}
+	env, err := startLayout(ctrd, lay)
+	if err != nil {
+		t.Fatalf("start containerd (%s layout): %v", lay.Name, err)
+	}
+	t.Cleanup(func() {
+		if err := env.teardown(); err != nil {
+			t.Errorf("testenv teardown: %v", err)
+		}
+	})
+	return env
+}
+
+func start(ctrd Containerd) (*Env, error) { return startLayout(ctrd, LayoutDefault) }
+
+func startLayout(ctrd Containerd, lay Layout) (*Env, error) {
 	cleanupStale()
 	d, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", dirPrefix, os.Getpid()))
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{dir: d, name: filepath.Base(d), ctrd: ctrd, images: map[ImageKind]string{}}
-	for _, sub := range []string{"root", "state", "runc", "cni/conf", "cni/bin", "logs", "images", "opt"} {
+	e := &Env{dir: d, name: filepath.Base(d), ctrd: ctrd, lay: lay, images: map[ImageKind]string{}}
+	for _, sub := range []string{lay.Root, lay.State, filepath.Dir(lay.Socket), "runc", "cni/conf", "cni/bin", "logs", "images", "opt"} {
 		if err := os.MkdirAll(filepath.Join(d, sub), 0o755); err != nil {
 			return nil, err
 		}
@@ -144,17 +192,17 @@ func start(ctrd Containerd) (*Env, error) {
 }
 
 // Address is the containerd socket path.
-func (e *Env) Address() string { return filepath.Join(e.dir, "containerd.sock") }
+func (e *Env) Address() string { return filepath.Join(e.dir, e.lay.Socket) }
 
 // Namespace is the containerd namespace of CRI containers ("k8s.io").
 func (e *Env) Namespace() string { return Namespace }
 
 // Root is containerd's root directory (snapshots live below it).
-func (e *Env) Root() string { return filepath.Join(e.dir, "root") }
+func (e *Env) Root() string { return filepath.Join(e.dir, e.lay.Root) }
 
 // State is containerd's state directory (task bundles live below it, in
 // io.containerd.runtime.v2.task/<namespace>/<id>).
-func (e *Env) State() string { return filepath.Join(e.dir, "state") }
+func (e *Env) State() string { return filepath.Join(e.dir, e.lay.State) }
 
 // RuncRoot is runc's private state directory.
 func (e *Env) RuncRoot() string { return filepath.Join(e.dir, "runc") }
@@ -486,9 +534,9 @@ func cleanupDir(d string) error {
 	}
 	// Container processes first (so shims see their exit), then shims.
 	killCgroupProcs(name)
-	sock := filepath.Join(d, "containerd.sock")
+	// A shim's -address is the environment's socket, somewhere below d.
 	for _, pid := range pids() {
-		if cmdlineContains(pid, sock) && cmdlineContains(pid, "containerd-shim") {
+		if cmdlineContains(pid, d+"/") && cmdlineContains(pid, "containerd-shim") {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
