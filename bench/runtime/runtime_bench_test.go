@@ -27,6 +27,7 @@ const (
 
 func BenchmarkRegistry(b *testing.B) {
 	env := testenv.StartContainerd(b)
+	b.Logf("daemon: %s (%s=%q)", env.Containerd(), testenv.EnvContainerd, os.Getenv(testenv.EnvContainerd))
 	ref := env.Image(b, testenv.Distroless)
 	for p := 0; p < pods; p++ {
 		pod := env.RunPod(b, testenv.PodConfig{Name: fmt.Sprintf("bench-%d", p), Namespace: "bench"})
