@@ -16,7 +16,7 @@ export BPF_CFLAGS := -O2 -g -Wall -Werror
 TEST_FLAGS ?= -count=1 -timeout 30m
 FUZZTIME ?= 5s
 
-.PHONY: help deps build generate check-generate lint test test-kernels test-unit fuzz demo bench image oci clean
+.PHONY: help deps build generate check-generate lint test test-kernels test-runtimes test-unit fuzz demo bench image oci clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -42,9 +42,13 @@ test: deps build lint check-generate ## set-up, then every test (unit, e2e as ro
 	$(GO) test $(TEST_FLAGS) ./...
 	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory test-kernels
+	@$(MAKE) --no-print-directory test-runtimes
 
 test-kernels: ## run the ./bpf tests in qemu on each kernel of test/kernels/kernels.txt
 	@bash scripts/kernels.sh run
+
+test-runtimes: ## run the runtime and CRI e2e tests on each containerd of internal/testenv/containerd-versions.txt
+	@bash scripts/containerd-versions.sh run
 
 fuzz: ## run each fuzz target briefly (FUZZTIME=5s)
 	@bash scripts/fuzz.sh $(FUZZTIME)

@@ -10,8 +10,11 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "collector ingest and queries (bench/ingest)"
 go run ./bench/ingest
-step "runtime registry (bench/runtime)"
-go test -run '^$' -bench . -benchtime 60x -count 2 ./bench/runtime/
+step "runtime registry (bench/runtime), on containerd 1.6 (Debian) and 2.x (internal/testenv/containerd-versions.txt)"
+go test -c -o /tmp/loupe-benchruntime ./bench/runtime/
+for round in 1 2; do
+  for v in 1.6 2.x; do LOUPE_CONTAINERD=$v /tmp/loupe-benchruntime -test.run '^$' -test.bench . -test.benchtime 60x; done
+done
 step "exec tracer (bench/exec)"
 go build -o /tmp/loupe-benchexec ./bench/exec && /tmp/loupe-benchexec -n 50000 -rounds 10
 step "inspection (bench/scan)"

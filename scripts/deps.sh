@@ -60,4 +60,5 @@ need_go protoc-gen-go v1.36.12 || go install google.golang.org/protobuf/cmd/prot
 need_go protoc-gen-go-grpc 1.5.1 || go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
 # Kernels of the bpf test matrix (test/kernels/kernels.txt), cached; fast when present.
 bash "$(dirname "$0")/kernels.sh" fetch
+bash "$(dirname "$0")/containerd-versions.sh" build  # containerd 1.7/2.x of the runtime matrix, cached
 exit 0

@@ -27,6 +27,8 @@ const (
 
 func BenchmarkRegistry(b *testing.B) {
 	env := testenv.StartContainerd(b)
+	// Printed, not logged: a parent benchmark's log is not shown.
+	fmt.Printf("daemon: %s (%s=%q)\n", env.Containerd(), testenv.EnvContainerd, os.Getenv(testenv.EnvContainerd))
 	ref := env.Image(b, testenv.Distroless)
 	for p := 0; p < pods; p++ {
 		pod := env.RunPod(b, testenv.PodConfig{Name: fmt.Sprintf("bench-%d", p), Namespace: "bench"})

@@ -39,6 +39,8 @@ const dirPrefix = "loupe-ctrd-"
 type Env struct {
 	dir  string // everything lives below it
 	name string // filepath.Base(dir)
+	ctrd Containerd
+	lay  Layout
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -85,20 +87,26 @@ func Main(m *testing.M) int {
 func StartContainerd(t testing.TB) *Env {
 	t.Helper()
 	RequireRoot(t)
-	RequireCommand(t, "containerd")
 	RequireCommand(t, "runc")
+	ctrd, err := SelectedContainerd()
+	if errors.Is(err, errNoContainerd) {
+		Unavailable(t, err.Error())
+	}
+	if err != nil {
+		t.Fatalf("containerd: %v", err)
+	}
 	if mainMode {
 		sharedMu.Lock()
 		defer sharedMu.Unlock()
 		if sharedEnv == nil && sharedErr == nil {
-			sharedEnv, sharedErr = start()
+			sharedEnv, sharedErr = start(ctrd)
 		}
 		if sharedErr != nil {
 			t.Fatalf("start containerd: %v", sharedErr)
 		}
 		return sharedEnv
 	}
-	env, err := start()
+	env, err := start(ctrd)
 	if err != nil {
 		t.Fatalf("start containerd: %v", err)
 	}
@@ -110,14 +118,61 @@ func StartContainerd(t testing.TB) *Env {
 	return env
 }
 
-func start() (*Env, error) {
+// Layout places a daemon's directories and socket below the environment's
+// directory the way a distribution places them below the host's root, so a
+// registry given HostRoot = Env.Dir() sees the paths it would see on such a
+// node. Paths are relative.
+type Layout struct {
+	Name                string
+	Root, State, Socket string
+}
+
+// Layouts of containerd deployments users run.
+var (
+	// LayoutDefault is the harness's own: root/, state/, containerd.sock.
+	LayoutDefault = Layout{Name: "default", Root: "root", State: "state", Socket: "containerd.sock"}
+	// LayoutK3s is k3s's embedded containerd (k3s agent: --data-dir /var/lib/rancher/k3s).
+	LayoutK3s = Layout{Name: "k3s", Root: "var/lib/rancher/k3s/agent/containerd", State: "run/k3s/containerd", Socket: "run/k3s/containerd/containerd.sock"}
+	// LayoutRKE2 is RKE2's: its own data dir, k3s's run dir and socket.
+	LayoutRKE2 = Layout{Name: "rke2", Root: "var/lib/rancher/rke2/agent/containerd", State: "run/k3s/containerd", Socket: "run/k3s/containerd/containerd.sock"}
+)
+
+// StartContainerdLayout is StartContainerd with the daemon's root, state and
+// socket placed as lay says; the daemon is the test's own (never shared) and
+// is torn down when t ends.
+func StartContainerdLayout(t testing.TB, lay Layout) *Env {
+	t.Helper()
+	RequireRoot(t)
+	RequireCommand(t, "runc")
+	ctrd, err := SelectedContainerd()
+	if errors.Is(err, errNoContainerd) {
+		Unavailable(t, err.Error())
+	}
+	if err != nil {
+		t.Fatalf("containerd: %v", err)
+	}
+	env, err := startLayout(ctrd, lay)
+	if err != nil {
+		t.Fatalf("start containerd (%s layout): %v", lay.Name, err)
+	}
+	t.Cleanup(func() {
+		if err := env.teardown(); err != nil {
+			t.Errorf("testenv teardown: %v", err)
+		}
+	})
+	return env
+}
+
+func start(ctrd Containerd) (*Env, error) { return startLayout(ctrd, LayoutDefault) }
+
+func startLayout(ctrd Containerd, lay Layout) (*Env, error) {
 	cleanupStale()
 	d, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", dirPrefix, os.Getpid()))
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{dir: d, name: filepath.Base(d), images: map[ImageKind]string{}}
-	for _, sub := range []string{"root", "state", "runc", "cni/conf", "cni/bin", "logs", "images", "opt"} {
+	e := &Env{dir: d, name: filepath.Base(d), ctrd: ctrd, lay: lay, images: map[ImageKind]string{}}
+	for _, sub := range []string{lay.Root, lay.State, filepath.Dir(lay.Socket), "runc", "cni/conf", "cni/bin", "logs", "images", "opt"} {
 		if err := os.MkdirAll(filepath.Join(d, sub), 0o755); err != nil {
 			return nil, err
 		}
@@ -127,7 +182,7 @@ func start() (*Env, error) {
 	}
 	if err := e.startDaemon(); err != nil {
 		_ = e.teardown()
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", ctrd, err)
 	}
 	if _, err := e.importImage(Pause); err != nil {
 		_ = e.teardown()
@@ -137,20 +192,23 @@ func start() (*Env, error) {
 }
 
 // Address is the containerd socket path.
-func (e *Env) Address() string { return filepath.Join(e.dir, "containerd.sock") }
+func (e *Env) Address() string { return filepath.Join(e.dir, e.lay.Socket) }
 
 // Namespace is the containerd namespace of CRI containers ("k8s.io").
 func (e *Env) Namespace() string { return Namespace }
 
 // Root is containerd's root directory (snapshots live below it).
-func (e *Env) Root() string { return filepath.Join(e.dir, "root") }
+func (e *Env) Root() string { return filepath.Join(e.dir, e.lay.Root) }
 
 // State is containerd's state directory (task bundles live below it, in
 // io.containerd.runtime.v2.task/<namespace>/<id>).
-func (e *Env) State() string { return filepath.Join(e.dir, "state") }
+func (e *Env) State() string { return filepath.Join(e.dir, e.lay.State) }
 
 // RuncRoot is runc's private state directory.
 func (e *Env) RuncRoot() string { return filepath.Join(e.dir, "runc") }
+
+// Containerd is the containerd build the environment runs (binary, version).
+func (e *Env) Containerd() Containerd { return e.ctrd }
 
 // Dir is the environment's private directory.
 func (e *Env) Dir() string { return e.dir }
@@ -174,11 +232,31 @@ func (e *Env) Client() *containerd.Client { return e.client }
 
 func (e *Env) configPath() string { return filepath.Join(e.dir, "config.toml") }
 
+// disabledPlugins are plugins the harness never needs (snapshotters that
+// want other filesystems, tracing); names a version does not have are ignored.
+const disabledPlugins = `["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]`
+
+// config is the daemon's config.toml in the format of the version it runs:
+// version 2 for 1.6 and 1.7 (one io.containerd.grpc.v1.cri plugin), version
+// 3 for 2.x (CRI split into io.containerd.cri.v1.runtime, .images and the
+// grpc.v1.cri server; sandbox_image became images' pinned_images.sandbox;
+// CNI bin_dir became bin_dirs). The settings are the same in both: private
+// root, state, sockets and runc Root, the local Pause image as sandbox,
+// restrict_oom_score_adj, stream server on loopback, empty CNI dirs, and NRI
+// off (2.x enables it by default, with a socket shared by every daemon on the
+// host at /var/run/nri/nri.sock).
 func (e *Env) config() string {
+	if e.ctrd.ConfigVersion() == 3 {
+		return e.configV3()
+	}
+	return e.configV2()
+}
+
+func (e *Env) configV2() string {
 	return fmt.Sprintf(`version = 2
 root = %[1]q
 state = %[2]q
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
+disabled_plugins = %[10]s
 
 [grpc]
   address = %[3]q
@@ -191,6 +269,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [plugins."io.containerd.internal.v1.opt"]
   path = %[5]q
+
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %[6]q
@@ -210,7 +291,54 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         Root = %[9]q
         SystemdCgroup = false
 `, e.Root(), e.State(), e.Address(), e.Address()+".ttrpc", filepath.Join(e.dir, "opt"), Pause.Ref(),
-		filepath.Join(e.dir, "cni/bin"), filepath.Join(e.dir, "cni/conf"), e.RuncRoot())
+		filepath.Join(e.dir, "cni/bin"), filepath.Join(e.dir, "cni/conf"), e.RuncRoot(), disabledPlugins)
+}
+
+func (e *Env) configV3() string {
+	return fmt.Sprintf(`version = 3
+root = %[1]q
+state = %[2]q
+disabled_plugins = %[10]s
+
+[grpc]
+  address = %[3]q
+
+[ttrpc]
+  address = %[4]q
+
+[debug]
+  level = "info"
+
+[plugins.'io.containerd.internal.v1.opt']
+  path = %[5]q
+
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
+
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = %[6]q
+
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = [%[7]q]
+    conf_dir = %[8]q
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "runc"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        Root = %[9]q
+        SystemdCgroup = false
+
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+`, e.Root(), e.State(), e.Address(), e.Address()+".ttrpc", filepath.Join(e.dir, "opt"), Pause.Ref(),
+		filepath.Join(e.dir, "cni/bin"), filepath.Join(e.dir, "cni/conf"), e.RuncRoot(), disabledPlugins)
 }
 
 func (e *Env) startDaemon() error {
@@ -221,8 +349,10 @@ func (e *Env) startDaemon() error {
 		return err
 	}
 	defer log.Close()
-	cmd := exec.Command("containerd", "--config", e.configPath())
+	cmd := exec.Command(e.ctrd.Binary, "--config", e.configPath())
 	cmd.Stdout, cmd.Stderr = log, log
+	// containerd looks the shim up on PATH: the one built with this daemon first.
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(e.ctrd.Binary)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	// Pdeathsig: the daemon dies with the test process even when a test panics.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -404,9 +534,9 @@ func cleanupDir(d string) error {
 	}
 	// Container processes first (so shims see their exit), then shims.
 	killCgroupProcs(name)
-	sock := filepath.Join(d, "containerd.sock")
+	// A shim's -address is the environment's socket, somewhere below d.
 	for _, pid := range pids() {
-		if cmdlineContains(pid, sock) && cmdlineContains(pid, "containerd-shim") {
+		if cmdlineContains(pid, d+"/") && cmdlineContains(pid, "containerd-shim") {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}

@@ -202,3 +202,48 @@ func TestSpecFacts(t *testing.T) {
 		t.Error("nil spec")
 	}
 }
+
+// TestSystemdDriverShapes checks the conversion on the shapes a kubelet and
+// containerd with the systemd cgroup driver (SystemdCgroup = true) produce:
+// kubelet's CgroupParent per QoS class with the pod UID's dashes as
+// underscores, containerd's "<parent>:cri-containerd:<id>" cgroupsPath, and
+// the unified line of /proc/<pid>/cgroup that the container's process shows
+// on pure-v2 and hybrid hosts — the spec fallback must name the same cgroup.
+func TestSystemdDriverShapes(t *testing.T) {
+	const (
+		uid = "8a4a5e3c_1f2b_4c3d_9e8f_7a6b5c4d3e2f" // pod UID 8a4a5e3c-1f2b-4c3d-9e8f-7a6b5c4d3e2f
+		id  = "3f6c0a9d2b8e4f71a5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9012345"
+	)
+	for qos, parent := range map[string]string{
+		"guaranteed": "kubepods-pod" + uid + ".slice",
+		"burstable":  "kubepods-burstable-pod" + uid + ".slice",
+		"besteffort": "kubepods-besteffort-pod" + uid + ".slice",
+	} {
+		var want string
+		switch qos {
+		case "guaranteed":
+			want = "/kubepods.slice/kubepods-pod" + uid + ".slice/cri-containerd-" + id + ".scope"
+		default:
+			want = "/kubepods.slice/kubepods-" + qos + ".slice/kubepods-" + qos + "-pod" + uid + ".slice/cri-containerd-" + id + ".scope"
+		}
+		got, err := SystemdCgroupPath(parent + ":cri-containerd:" + id)
+		if err != nil || got != want {
+			t.Errorf("%s: got %q %v, want %q", qos, got, err, want)
+			continue
+		}
+		for name, procCgroup := range map[string]string{
+			"pure v2": "0::" + want + "\n",
+			"hybrid":  "12:pids:" + want + "\n11:memory:" + want + "\n1:name=systemd:" + want + "\n0::" + want + "\n",
+		} {
+			pc, err := runtime.ParseProcCgroup([]byte(procCgroup))
+			if err != nil || pc.Unified != got {
+				t.Errorf("%s, %s: /proc/<pid>/cgroup gives %q %v, the spec %q", qos, name, pc.Unified, err, got)
+			}
+		}
+	}
+	// k3s and RKE2 with the systemd driver use the same kubepods slices; an
+	// agent-run container outside Kubernetes (ctr, nerdctl) gets system.slice.
+	if got, err := SystemdCgroupPath("system.slice:nerdctl:" + id); err != nil || got != "/system.slice/nerdctl-"+id+".scope" {
+		t.Errorf("nerdctl: %q %v", got, err)
+	}
+}
