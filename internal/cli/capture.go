@@ -165,7 +165,7 @@ func newCaptureListCmd() *cobra.Command {
 				fmt.Fprintln(tw, "ID\tTIME\tNODE\tCONTAINER\tSIZE\tBY\tREASON")
 				for _, c := range resp.GetCaptures() {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.GetId(), c.GetCompletedAt().AsTime().Local().Format("2006-01-02 15:04:05"),
-						cell(c.GetNode()), cell(containerLabel(c.GetContainer())), humanBytes(c.GetSize()), cell(clip(c.GetRequestedBy(), 30)), cell(clip(c.GetReason(), 50)))
+						cell(c.GetNode()), cell(podLabel(c.GetContainer())), humanBytes(c.GetSize()), cell(clip(c.GetRequestedBy(), 30)), cell(clip(c.GetReason(), 50)))
 				}
 				return tw.Flush()
 			}
@@ -350,7 +350,7 @@ func captureInfoTable(w io.Writer, c *loupev1.CaptureInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, cell(v)) }
 	row("capture", c.GetId())
-	row("container", containerLabel(c.GetContainer()))
+	row("container", podLabel(c.GetContainer()))
 	row("node", c.GetNode())
 	row("requested by", c.GetRequestedBy())
 	row("reason", c.GetReason())
@@ -383,4 +383,12 @@ func short(id string) string {
 		return id[:12]
 	}
 	return id
+}
+
+// podLabel is namespace/pod/container (short id), else the container label.
+func podLabel(c *loupev1.ContainerRef) string {
+	if c.GetPod() == "" {
+		return containerLabel(c)
+	}
+	return fmt.Sprintf("%s/%s/%s (%s)", c.GetNamespace(), c.GetPod(), c.GetName(), short(c.GetId()))
 }
