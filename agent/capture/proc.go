@@ -26,6 +26,9 @@ type Processes struct {
 	// Sockets of the container's network namespaces; for a pod on the host's
 	// network only the sockets its processes hold.
 	Sockets []Socket `json:"sockets"`
+	// HostNetwork: the container shares the host's network namespace, so
+	// only the sockets its processes hold are listed.
+	HostNetwork bool `json:"host_network,omitempty"`
 }
 
 // Process is one process of the container, as the host's /proc shows it.

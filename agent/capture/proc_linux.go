@@ -43,7 +43,14 @@ func (col *collector) processes() (*Processes, error) {
 	}
 	proc := filepath.Join(col.env.HostRoot, "proc")
 	boot := bootTime(proc)
-	hostNet, _ := nsInode(filepath.Join(proc, "1", "ns", "net"))
+	// The host's network namespace: PID 1's, or the agent's own (a DaemonSet
+	// runs with hostNetwork; PID 1's may be unreadable in a nested setup).
+	hostNet := map[uint64]bool{}
+	for _, p := range []string{filepath.Join(proc, "1", "ns", "net"), "/proc/self/ns/net"} {
+		if ino, err := nsInode(p); err == nil {
+			hostNet[ino] = true
+		}
+	}
 	netns := map[uint64]int{}  // netns inode → a pid in it
 	held := map[uint64][]int{} // socket inode → pids
 	for _, pid := range pids {
@@ -67,6 +74,7 @@ func (col *collector) processes() (*Processes, error) {
 		ps.Processes = append(ps.Processes, p)
 	}
 	for ns, pid := range netns {
+		ps.HostNetwork = ps.HostNetwork || hostNet[ns]
 		for _, proto := range []string{"tcp", "tcp6", "udp", "udp6"} {
 			b, err := readCapped(filepath.Join(proc, strconv.Itoa(pid), "net", proto), maxNet)
 			if err != nil {
@@ -75,7 +83,7 @@ func (col *collector) processes() (*Processes, error) {
 			}
 			for _, s := range parseNetTable(proto, b, ns) {
 				s.PIDs = held[s.Inode]
-				if ns == hostNet && len(s.PIDs) == 0 {
+				if hostNet[ns] && len(s.PIDs) == 0 {
 					continue // the host's network: only the container's own sockets
 				}
 				if len(ps.Sockets) >= MaxSockets {

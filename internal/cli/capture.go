@@ -101,7 +101,7 @@ offline with "loupe capture verify FILE".`,
 				if p := ev.GetProgress(); p != nil {
 					msg := p.GetMessage()
 					if p.GetStage() == "uploading" || msg == "" {
-						msg = fmt.Sprintf("%s bytes", humanBytes(p.GetBytes()))
+						msg = humanBytes(p.GetBytes())
 					}
 					fmt.Fprintf(errw, "[%5.1fs] %-10s %s\n", time.Since(start).Seconds(), p.GetStage(), msg)
 				}
