@@ -140,6 +140,7 @@ func (a *Agent) setupSources(ctx context.Context) error {
 		source{"runtime-events", func(ctx context.Context) error { defer cancel(); return a.runtimeEvents(ctx, events) }},
 		source{"scanner", a.scanLoop},
 		source{"rescan", a.rescanLoop},
+		source{"control", a.controlLoop}, // capture_linux.go: captures asked by the collector
 		watch,
 	)
 	if p.tracer != nil {

@@ -73,6 +73,11 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// CaptureDir keeps evidence bundles (capture.go); default: "captures"
+	// next to a SQLite database. CaptureMaxBytes bounds the directory and
+	// CaptureMaxBundle one bundle (defaults 20 GiB and 5 GiB).
+	CaptureDir                        string
+	CaptureMaxBytes, CaptureMaxBundle int64
 }
 
 func (c *Config) setDefaults() {
@@ -116,6 +121,8 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[string]int // node → open ingest streams
+
+	caps *captures // capture.go
 
 	loupev1.UnimplementedCollectorServer
 }
@@ -163,6 +170,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			s.grpcLis.Close()
 		}
 		return nil, err
+	}
+	if s.caps, err = newCaptures(s); err != nil {
+		return fail(err)
 	}
 	if s.grpcLis, err = net.Listen("tcp", cfg.GRPCListen); err != nil {
 		return fail(fmt.Errorf("gRPC listener (--grpc-listen %s): %w", cfg.GRPCListen, err))

@@ -39,6 +39,30 @@ type File struct {
 	Rules []Rule `json:"rules"`
 	// Enforce turns on enforcement, which is off by default.
 	Enforce Enforce `json:"enforce,omitempty"`
+	// Capture allows forensic captures (loupe capture), off by default.
+	Capture Capture `json:"capture,omitempty"`
+}
+
+// Capture says whether this agent takes evidence captures, and of which
+// containers. Captures are refused unless Enabled is set and the container's
+// Kubernetes namespace matches one of Namespaces (glob patterns; "*" for all).
+type Capture struct {
+	Enabled    bool     `json:"enabled,omitempty"`
+	Namespaces []string `json:"namespaces,omitempty"`
+}
+
+// MayCapture reports whether a capture of a container in namespace ns is
+// allowed, and if not, why.
+func (s *Set) MayCapture(ns string) error {
+	if !s.capture.Enabled {
+		return fmt.Errorf("captures are disabled on this node (rules: capture.enabled is false)")
+	}
+	for _, p := range s.capture.Namespaces {
+		if glob.Match(p, ns) {
+			return nil
+		}
+	}
+	return fmt.Errorf("namespace %q is not in this node's capture allow-list (rules: capture.namespaces %q)", ns, s.capture.Namespaces)
 }
 
 // Enforce is the enforcement part of the rules file.
@@ -101,6 +125,7 @@ type Set struct {
 	disabled   map[loupev1.Kind]bool
 	rules      []compiled
 	killShells []Selector
+	capture    Capture
 }
 
 type compiled struct {
@@ -151,6 +176,10 @@ func Parse(b []byte, name string) (*Set, error) {
 		}
 		s.killShells = append(s.killShells, sel)
 	}
+	if f.Capture.Enabled && len(f.Capture.Namespaces) == 0 {
+		return nil, fmt.Errorf("%s: capture.enabled needs capture.namespaces (use [\"*\"] to allow every namespace)", name)
+	}
+	s.capture = f.Capture
 	for _, k := range f.DisabledKinds {
 		kind, err := loupev1.ParseKind(k)
 		if err != nil {

@@ -64,6 +64,9 @@ const (
 	Kind_KIND_TOOL_PRESENT Kind = 15
 	// Any other exec in a container, recorded for forensics (not an alert by itself).
 	Kind_KIND_EXEC Kind = 16
+	// A forensic evidence bundle of the container was captured (loupe capture);
+	// details carry the capture id, bundle sha256 and size, who asked and why.
+	Kind_KIND_CAPTURE Kind = 17
 )
 
 // Enum value maps for Kind.
@@ -86,6 +89,7 @@ var (
 		14: "KIND_RUNS_AS_ROOT",
 		15: "KIND_TOOL_PRESENT",
 		16: "KIND_EXEC",
+		17: "KIND_CAPTURE",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":         0,
@@ -105,6 +109,7 @@ var (
 		"KIND_RUNS_AS_ROOT":        14,
 		"KIND_TOOL_PRESENT":        15,
 		"KIND_EXEC":                16,
+		"KIND_CAPTURE":             17,
 	}
 )
 
@@ -1748,6 +1753,1148 @@ func (x *ListNodesResponse) GetNodes() []*Node {
 	return nil
 }
 
+// CaptureOptions say what a capture collects and how much of it.
+type CaptureOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Glob patterns (path.Match syntax, absolute) of files to copy from the
+	// merged view (image layers + upper dir), each recorded with its layer.
+	Paths []string `protobuf:"bytes,1,rep,name=paths,proto3" json:"paths,omitempty"`
+	// Include each process's environment (off by default: secrets live there).
+	IncludeEnv bool `protobuf:"varint,2,opt,name=include_env,json=includeEnv,proto3" json:"include_env,omitempty"`
+	// Freeze the container's cgroup (cgroup v2 cgroup.freeze) during the capture.
+	Freeze bool `protobuf:"varint,3,opt,name=freeze,proto3" json:"freeze,omitempty"`
+	// Largest file whose contents are copied (0: the agent's default, 16 MiB).
+	MaxFileBytes int64 `protobuf:"varint,4,opt,name=max_file_bytes,json=maxFileBytes,proto3" json:"max_file_bytes,omitempty"`
+	// Total contents copied into the bundle (0: the agent's default, 512 MiB).
+	MaxTotalBytes int64 `protobuf:"varint,5,opt,name=max_total_bytes,json=maxTotalBytes,proto3" json:"max_total_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaptureOptions) Reset() {
+	*x = CaptureOptions{}
+	mi := &file_loupe_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaptureOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaptureOptions) ProtoMessage() {}
+
+func (x *CaptureOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaptureOptions.ProtoReflect.Descriptor instead.
+func (*CaptureOptions) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CaptureOptions) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *CaptureOptions) GetIncludeEnv() bool {
+	if x != nil {
+		return x.IncludeEnv
+	}
+	return false
+}
+
+func (x *CaptureOptions) GetFreeze() bool {
+	if x != nil {
+		return x.Freeze
+	}
+	return false
+}
+
+func (x *CaptureOptions) GetMaxFileBytes() int64 {
+	if x != nil {
+		return x.MaxFileBytes
+	}
+	return 0
+}
+
+func (x *CaptureOptions) GetMaxTotalBytes() int64 {
+	if x != nil {
+		return x.MaxTotalBytes
+	}
+	return 0
+}
+
+// CaptureRequest asks the collector for an evidence bundle of one container.
+type CaptureRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kubernetes namespace of the pod (with pod).
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Pod name (with namespace).
+	Pod string `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	// Kubernetes container name within the pod; needed when it has several.
+	ContainerName string `protobuf:"bytes,3,opt,name=container_name,json=containerName,proto3" json:"container_name,omitempty"`
+	// Container id or unique prefix (instead of namespace/pod).
+	ContainerId string `protobuf:"bytes,4,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// Node the container runs on; empty: the collector finds it from the
+	// container's findings.
+	Node string `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`
+	// Why the capture is taken (required, recorded in the manifest and finding).
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// What to collect.
+	Options       *CaptureOptions `protobuf:"bytes,7,opt,name=options,proto3" json:"options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaptureRequest) Reset() {
+	*x = CaptureRequest{}
+	mi := &file_loupe_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaptureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaptureRequest) ProtoMessage() {}
+
+func (x *CaptureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaptureRequest.ProtoReflect.Descriptor instead.
+func (*CaptureRequest) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CaptureRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *CaptureRequest) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *CaptureRequest) GetContainerName() string {
+	if x != nil {
+		return x.ContainerName
+	}
+	return ""
+}
+
+func (x *CaptureRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *CaptureRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *CaptureRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CaptureRequest) GetOptions() *CaptureOptions {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+// CaptureInfo describes a stored evidence bundle.
+type CaptureInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Capture id (UUIDv7).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Node whose agent took it.
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// The container captured.
+	Container *ContainerRef `protobuf:"bytes,3,opt,name=container,proto3" json:"container,omitempty"`
+	// Client certificate identity of the requester ("" under --insecure:
+	// "anonymous (insecure collector)").
+	RequestedBy string `protobuf:"bytes,4,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	// Reason given with the request.
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the collector received the request.
+	RequestedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=requested_at,json=requestedAt,proto3" json:"requested_at,omitempty"`
+	// When the bundle was stored.
+	CompletedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=completed_at,json=completedAt,proto3" json:"completed_at,omitempty"`
+	// Bundle size in bytes.
+	Size int64 `protobuf:"varint,8,opt,name=size,proto3" json:"size,omitempty"`
+	// sha256 of the bundle (.tar.gz) as stored.
+	Sha256 string `protobuf:"bytes,9,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Id of the CAPTURE finding written for it.
+	FindingId string `protobuf:"bytes,10,opt,name=finding_id,json=findingId,proto3" json:"finding_id,omitempty"`
+	// Agent version that built it.
+	AgentVersion string `protobuf:"bytes,11,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// Artifacts in the bundle (manifest entries).
+	Artifacts int64 `protobuf:"varint,12,opt,name=artifacts,proto3" json:"artifacts,omitempty"`
+	// Processes captured.
+	Processes int32 `protobuf:"varint,13,opt,name=processes,proto3" json:"processes,omitempty"`
+	// How long the cgroup stayed frozen (0 without --freeze), in milliseconds.
+	FrozenMs int64 `protobuf:"varint,14,opt,name=frozen_ms,json=frozenMs,proto3" json:"frozen_ms,omitempty"`
+	// Problems the agent recorded (capped contents, processes gone, …).
+	Warnings      []string `protobuf:"bytes,15,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaptureInfo) Reset() {
+	*x = CaptureInfo{}
+	mi := &file_loupe_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaptureInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaptureInfo) ProtoMessage() {}
+
+func (x *CaptureInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaptureInfo.ProtoReflect.Descriptor instead.
+func (*CaptureInfo) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CaptureInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CaptureInfo) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *CaptureInfo) GetContainer() *ContainerRef {
+	if x != nil {
+		return x.Container
+	}
+	return nil
+}
+
+func (x *CaptureInfo) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *CaptureInfo) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CaptureInfo) GetRequestedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestedAt
+	}
+	return nil
+}
+
+func (x *CaptureInfo) GetCompletedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CompletedAt
+	}
+	return nil
+}
+
+func (x *CaptureInfo) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *CaptureInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *CaptureInfo) GetFindingId() string {
+	if x != nil {
+		return x.FindingId
+	}
+	return ""
+}
+
+func (x *CaptureInfo) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
+	}
+	return ""
+}
+
+func (x *CaptureInfo) GetArtifacts() int64 {
+	if x != nil {
+		return x.Artifacts
+	}
+	return 0
+}
+
+func (x *CaptureInfo) GetProcesses() int32 {
+	if x != nil {
+		return x.Processes
+	}
+	return 0
+}
+
+func (x *CaptureInfo) GetFrozenMs() int64 {
+	if x != nil {
+		return x.FrozenMs
+	}
+	return 0
+}
+
+func (x *CaptureInfo) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+// CaptureProgress is one step of a running capture.
+type CaptureProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stage: "requested", "collecting", "uploading", "stored".
+	Stage string `protobuf:"bytes,1,opt,name=stage,proto3" json:"stage,omitempty"`
+	// Human-readable detail.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// Bytes of bundle produced or transferred so far.
+	Bytes         int64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaptureProgress) Reset() {
+	*x = CaptureProgress{}
+	mi := &file_loupe_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaptureProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaptureProgress) ProtoMessage() {}
+
+func (x *CaptureProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaptureProgress.ProtoReflect.Descriptor instead.
+func (*CaptureProgress) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CaptureProgress) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *CaptureProgress) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CaptureProgress) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+// CaptureEvent is what the Capture stream sends: progress, then the result.
+type CaptureEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*CaptureEvent_Progress
+	//	*CaptureEvent_Result
+	Event         isCaptureEvent_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaptureEvent) Reset() {
+	*x = CaptureEvent{}
+	mi := &file_loupe_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaptureEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaptureEvent) ProtoMessage() {}
+
+func (x *CaptureEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaptureEvent.ProtoReflect.Descriptor instead.
+func (*CaptureEvent) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CaptureEvent) GetEvent() isCaptureEvent_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *CaptureEvent) GetProgress() *CaptureProgress {
+	if x != nil {
+		if x, ok := x.Event.(*CaptureEvent_Progress); ok {
+			return x.Progress
+		}
+	}
+	return nil
+}
+
+func (x *CaptureEvent) GetResult() *CaptureInfo {
+	if x != nil {
+		if x, ok := x.Event.(*CaptureEvent_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+type isCaptureEvent_Event interface {
+	isCaptureEvent_Event()
+}
+
+type CaptureEvent_Progress struct {
+	// A progress step.
+	Progress *CaptureProgress `protobuf:"bytes,1,opt,name=progress,proto3,oneof"`
+}
+
+type CaptureEvent_Result struct {
+	// The stored bundle (last message).
+	Result *CaptureInfo `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
+}
+
+func (*CaptureEvent_Progress) isCaptureEvent_Event() {}
+
+func (*CaptureEvent_Result) isCaptureEvent_Event() {}
+
+// ListCapturesRequest filters stored bundles.
+type ListCapturesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only bundles of this container id prefix.
+	ContainerId string `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// At most this many, newest first (0: 1000).
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCapturesRequest) Reset() {
+	*x = ListCapturesRequest{}
+	mi := &file_loupe_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCapturesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCapturesRequest) ProtoMessage() {}
+
+func (x *ListCapturesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCapturesRequest.ProtoReflect.Descriptor instead.
+func (*ListCapturesRequest) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListCapturesRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ListCapturesRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// ListCapturesResponse lists stored bundles, newest first.
+type ListCapturesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The bundles.
+	Captures      []*CaptureInfo `protobuf:"bytes,1,rep,name=captures,proto3" json:"captures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCapturesResponse) Reset() {
+	*x = ListCapturesResponse{}
+	mi := &file_loupe_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCapturesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCapturesResponse) ProtoMessage() {}
+
+func (x *ListCapturesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCapturesResponse.ProtoReflect.Descriptor instead.
+func (*ListCapturesResponse) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListCapturesResponse) GetCaptures() []*CaptureInfo {
+	if x != nil {
+		return x.Captures
+	}
+	return nil
+}
+
+// GetCaptureRequest names a bundle to download.
+type GetCaptureRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Capture id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCaptureRequest) Reset() {
+	*x = GetCaptureRequest{}
+	mi := &file_loupe_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCaptureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCaptureRequest) ProtoMessage() {}
+
+func (x *GetCaptureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCaptureRequest.ProtoReflect.Descriptor instead.
+func (*GetCaptureRequest) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GetCaptureRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// CaptureChunk is a piece of a bundle.
+type CaptureChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The bundle's description (first chunk only).
+	Info *CaptureInfo `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	// Bytes of the bundle, in order.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaptureChunk) Reset() {
+	*x = CaptureChunk{}
+	mi := &file_loupe_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaptureChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaptureChunk) ProtoMessage() {}
+
+func (x *CaptureChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaptureChunk.ProtoReflect.Descriptor instead.
+func (*CaptureChunk) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CaptureChunk) GetInfo() *CaptureInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *CaptureChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// AgentHello opens a Control stream.
+type AgentHello struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Node the agent speaks for (checked against its certificate).
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Agent version.
+	AgentVersion  string `protobuf:"bytes,2,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentHello) Reset() {
+	*x = AgentHello{}
+	mi := &file_loupe_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentHello) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentHello) ProtoMessage() {}
+
+func (x *AgentHello) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentHello.ProtoReflect.Descriptor instead.
+func (*AgentHello) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *AgentHello) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AgentHello) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
+	}
+	return ""
+}
+
+// CaptureCommand tells an agent to capture a container.
+type CaptureCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Capture id assigned by the collector.
+	CaptureId string `protobuf:"bytes,1,opt,name=capture_id,json=captureId,proto3" json:"capture_id,omitempty"`
+	// Container id (full) to capture.
+	ContainerId string `protobuf:"bytes,2,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// What to collect.
+	Options *CaptureOptions `protobuf:"bytes,3,opt,name=options,proto3" json:"options,omitempty"`
+	// Requester identity, as the collector verified it.
+	RequestedBy string `protobuf:"bytes,4,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	// Reason given with the request.
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the collector received the request.
+	RequestedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=requested_at,json=requestedAt,proto3" json:"requested_at,omitempty"`
+	// The container's findings stored at the collector, oldest first (the timeline).
+	Timeline []*Finding `protobuf:"bytes,7,rep,name=timeline,proto3" json:"timeline,omitempty"`
+	// Whether the timeline was cut at the collector's limit.
+	TimelineTruncated bool `protobuf:"varint,8,opt,name=timeline_truncated,json=timelineTruncated,proto3" json:"timeline_truncated,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *CaptureCommand) Reset() {
+	*x = CaptureCommand{}
+	mi := &file_loupe_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaptureCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaptureCommand) ProtoMessage() {}
+
+func (x *CaptureCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaptureCommand.ProtoReflect.Descriptor instead.
+func (*CaptureCommand) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CaptureCommand) GetCaptureId() string {
+	if x != nil {
+		return x.CaptureId
+	}
+	return ""
+}
+
+func (x *CaptureCommand) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *CaptureCommand) GetOptions() *CaptureOptions {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+func (x *CaptureCommand) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *CaptureCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CaptureCommand) GetRequestedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestedAt
+	}
+	return nil
+}
+
+func (x *CaptureCommand) GetTimeline() []*Finding {
+	if x != nil {
+		return x.Timeline
+	}
+	return nil
+}
+
+func (x *CaptureCommand) GetTimelineTruncated() bool {
+	if x != nil {
+		return x.TimelineTruncated
+	}
+	return false
+}
+
+// AgentCommand is sent by the collector down an agent's Control stream.
+type AgentCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Command:
+	//
+	//	*AgentCommand_Capture
+	//	*AgentCommand_CancelCaptureId
+	Command       isAgentCommand_Command `protobuf_oneof:"command"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentCommand) Reset() {
+	*x = AgentCommand{}
+	mi := &file_loupe_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentCommand) ProtoMessage() {}
+
+func (x *AgentCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentCommand.ProtoReflect.Descriptor instead.
+func (*AgentCommand) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AgentCommand) GetCommand() isAgentCommand_Command {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *AgentCommand) GetCapture() *CaptureCommand {
+	if x != nil {
+		if x, ok := x.Command.(*AgentCommand_Capture); ok {
+			return x.Capture
+		}
+	}
+	return nil
+}
+
+func (x *AgentCommand) GetCancelCaptureId() string {
+	if x != nil {
+		if x, ok := x.Command.(*AgentCommand_CancelCaptureId); ok {
+			return x.CancelCaptureId
+		}
+	}
+	return ""
+}
+
+type isAgentCommand_Command interface {
+	isAgentCommand_Command()
+}
+
+type AgentCommand_Capture struct {
+	// Take a capture.
+	Capture *CaptureCommand `protobuf:"bytes,1,opt,name=capture,proto3,oneof"`
+}
+
+type AgentCommand_CancelCaptureId struct {
+	// Stop the named capture (the requester went away).
+	CancelCaptureId string `protobuf:"bytes,2,opt,name=cancel_capture_id,json=cancelCaptureId,proto3,oneof"`
+}
+
+func (*AgentCommand_Capture) isAgentCommand_Command() {}
+
+func (*AgentCommand_CancelCaptureId) isAgentCommand_Command() {}
+
+// CaptureUpdate is an agent's report on a capture it runs.
+type CaptureUpdate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Capture id from the command.
+	CaptureId string `protobuf:"bytes,1,opt,name=capture_id,json=captureId,proto3" json:"capture_id,omitempty"`
+	// Progress of the collection.
+	Progress *CaptureProgress `protobuf:"bytes,2,opt,name=progress,proto3" json:"progress,omitempty"`
+	// Bundle bytes, in order (uploading).
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// Set on the last message: the bundle is complete.
+	Done bool `protobuf:"varint,4,opt,name=done,proto3" json:"done,omitempty"`
+	// sha256 of the whole bundle (with done).
+	Sha256 string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Why the capture failed or was refused (with done; no bundle then).
+	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// Summary of the bundle (with done): container, counts, warnings.
+	Info          *CaptureInfo `protobuf:"bytes,7,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaptureUpdate) Reset() {
+	*x = CaptureUpdate{}
+	mi := &file_loupe_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaptureUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaptureUpdate) ProtoMessage() {}
+
+func (x *CaptureUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaptureUpdate.ProtoReflect.Descriptor instead.
+func (*CaptureUpdate) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CaptureUpdate) GetCaptureId() string {
+	if x != nil {
+		return x.CaptureId
+	}
+	return ""
+}
+
+func (x *CaptureUpdate) GetProgress() *CaptureProgress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+func (x *CaptureUpdate) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *CaptureUpdate) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *CaptureUpdate) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *CaptureUpdate) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *CaptureUpdate) GetInfo() *CaptureInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+// AgentMessage is sent by an agent up its Control stream.
+type AgentMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Message:
+	//
+	//	*AgentMessage_Hello
+	//	*AgentMessage_Capture
+	Message       isAgentMessage_Message `protobuf_oneof:"message"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentMessage) Reset() {
+	*x = AgentMessage{}
+	mi := &file_loupe_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentMessage) ProtoMessage() {}
+
+func (x *AgentMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentMessage.ProtoReflect.Descriptor instead.
+func (*AgentMessage) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *AgentMessage) GetMessage() isAgentMessage_Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *AgentMessage) GetHello() *AgentHello {
+	if x != nil {
+		if x, ok := x.Message.(*AgentMessage_Hello); ok {
+			return x.Hello
+		}
+	}
+	return nil
+}
+
+func (x *AgentMessage) GetCapture() *CaptureUpdate {
+	if x != nil {
+		if x, ok := x.Message.(*AgentMessage_Capture); ok {
+			return x.Capture
+		}
+	}
+	return nil
+}
+
+type isAgentMessage_Message interface {
+	isAgentMessage_Message()
+}
+
+type AgentMessage_Hello struct {
+	// First message of the stream.
+	Hello *AgentHello `protobuf:"bytes,1,opt,name=hello,proto3,oneof"`
+}
+
+type AgentMessage_Capture struct {
+	// Report on a capture.
+	Capture *CaptureUpdate `protobuf:"bytes,2,opt,name=capture,proto3,oneof"`
+}
+
+func (*AgentMessage_Hello) isAgentMessage_Message() {}
+
+func (*AgentMessage_Capture) isAgentMessage_Message() {}
+
 var File_loupe_proto protoreflect.FileDescriptor
 
 const file_loupe_proto_rawDesc = "" +
@@ -1885,7 +3032,89 @@ const file_loupe_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"9\n" +
 	"\x11ListNodesResponse\x12$\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x0e.loupe.v1.NodeR\x05nodes*\x84\x03\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x0e.loupe.v1.NodeR\x05nodes\"\xad\x01\n" +
+	"\x0eCaptureOptions\x12\x14\n" +
+	"\x05paths\x18\x01 \x03(\tR\x05paths\x12\x1f\n" +
+	"\vinclude_env\x18\x02 \x01(\bR\n" +
+	"includeEnv\x12\x16\n" +
+	"\x06freeze\x18\x03 \x01(\bR\x06freeze\x12$\n" +
+	"\x0emax_file_bytes\x18\x04 \x01(\x03R\fmaxFileBytes\x12&\n" +
+	"\x0fmax_total_bytes\x18\x05 \x01(\x03R\rmaxTotalBytes\"\xea\x01\n" +
+	"\x0eCaptureRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03pod\x18\x02 \x01(\tR\x03pod\x12%\n" +
+	"\x0econtainer_name\x18\x03 \x01(\tR\rcontainerName\x12!\n" +
+	"\fcontainer_id\x18\x04 \x01(\tR\vcontainerId\x12\x12\n" +
+	"\x04node\x18\x05 \x01(\tR\x04node\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x122\n" +
+	"\aoptions\x18\a \x01(\v2\x18.loupe.v1.CaptureOptionsR\aoptions\"\x85\x04\n" +
+	"\vCaptureInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x124\n" +
+	"\tcontainer\x18\x03 \x01(\v2\x16.loupe.v1.ContainerRefR\tcontainer\x12!\n" +
+	"\frequested_by\x18\x04 \x01(\tR\vrequestedBy\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12=\n" +
+	"\frequested_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\x12=\n" +
+	"\fcompleted_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\x12\x12\n" +
+	"\x04size\x18\b \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\t \x01(\tR\x06sha256\x12\x1d\n" +
+	"\n" +
+	"finding_id\x18\n" +
+	" \x01(\tR\tfindingId\x12#\n" +
+	"\ragent_version\x18\v \x01(\tR\fagentVersion\x12\x1c\n" +
+	"\tartifacts\x18\f \x01(\x03R\tartifacts\x12\x1c\n" +
+	"\tprocesses\x18\r \x01(\x05R\tprocesses\x12\x1b\n" +
+	"\tfrozen_ms\x18\x0e \x01(\x03R\bfrozenMs\x12\x1a\n" +
+	"\bwarnings\x18\x0f \x03(\tR\bwarnings\"W\n" +
+	"\x0fCaptureProgress\x12\x14\n" +
+	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\"\x81\x01\n" +
+	"\fCaptureEvent\x127\n" +
+	"\bprogress\x18\x01 \x01(\v2\x19.loupe.v1.CaptureProgressH\x00R\bprogress\x12/\n" +
+	"\x06result\x18\x02 \x01(\v2\x15.loupe.v1.CaptureInfoH\x00R\x06resultB\a\n" +
+	"\x05event\"N\n" +
+	"\x13ListCapturesRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"I\n" +
+	"\x14ListCapturesResponse\x121\n" +
+	"\bcaptures\x18\x01 \x03(\v2\x15.loupe.v1.CaptureInfoR\bcaptures\"#\n" +
+	"\x11GetCaptureRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"M\n" +
+	"\fCaptureChunk\x12)\n" +
+	"\x04info\x18\x01 \x01(\v2\x15.loupe.v1.CaptureInfoR\x04info\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"E\n" +
+	"\n" +
+	"AgentHello\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12#\n" +
+	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\"\xde\x02\n" +
+	"\x0eCaptureCommand\x12\x1d\n" +
+	"\n" +
+	"capture_id\x18\x01 \x01(\tR\tcaptureId\x12!\n" +
+	"\fcontainer_id\x18\x02 \x01(\tR\vcontainerId\x122\n" +
+	"\aoptions\x18\x03 \x01(\v2\x18.loupe.v1.CaptureOptionsR\aoptions\x12!\n" +
+	"\frequested_by\x18\x04 \x01(\tR\vrequestedBy\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12=\n" +
+	"\frequested_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\x12-\n" +
+	"\btimeline\x18\a \x03(\v2\x11.loupe.v1.FindingR\btimeline\x12-\n" +
+	"\x12timeline_truncated\x18\b \x01(\bR\x11timelineTruncated\"}\n" +
+	"\fAgentCommand\x124\n" +
+	"\acapture\x18\x01 \x01(\v2\x18.loupe.v1.CaptureCommandH\x00R\acapture\x12,\n" +
+	"\x11cancel_capture_id\x18\x02 \x01(\tH\x00R\x0fcancelCaptureIdB\t\n" +
+	"\acommand\"\xe6\x01\n" +
+	"\rCaptureUpdate\x12\x1d\n" +
+	"\n" +
+	"capture_id\x18\x01 \x01(\tR\tcaptureId\x125\n" +
+	"\bprogress\x18\x02 \x01(\v2\x19.loupe.v1.CaptureProgressR\bprogress\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x12\n" +
+	"\x04done\x18\x04 \x01(\bR\x04done\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12)\n" +
+	"\x04info\x18\a \x01(\v2\x15.loupe.v1.CaptureInfoR\x04info\"|\n" +
+	"\fAgentMessage\x12,\n" +
+	"\x05hello\x18\x01 \x01(\v2\x14.loupe.v1.AgentHelloH\x00R\x05hello\x123\n" +
+	"\acapture\x18\x02 \x01(\v2\x17.loupe.v1.CaptureUpdateH\x00R\acaptureB\t\n" +
+	"\amessage*\x96\x03\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fKIND_SHELL_EXEC\x10\x01\x12\x14\n" +
@@ -1904,7 +3133,8 @@ const file_loupe_proto_rawDesc = "" +
 	"\x13KIND_WORLD_WRITABLE\x10\r\x12\x15\n" +
 	"\x11KIND_RUNS_AS_ROOT\x10\x0e\x12\x15\n" +
 	"\x11KIND_TOOL_PRESENT\x10\x0f\x12\r\n" +
-	"\tKIND_EXEC\x10\x10*\x88\x01\n" +
+	"\tKIND_EXEC\x10\x10\x12\x10\n" +
+	"\fKIND_CAPTURE\x10\x11*\x88\x01\n" +
 	"\bSeverity\x12\x18\n" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x10\n" +
@@ -1915,11 +3145,16 @@ const file_loupe_proto_rawDesc = "" +
 	"\x05Order\x12\x15\n" +
 	"\x11ORDER_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12ORDER_NEWEST_FIRST\x10\x01\x12\x16\n" +
-	"\x12ORDER_OLDEST_FIRST\x10\x022\xce\x01\n" +
+	"\x12ORDER_OLDEST_FIRST\x10\x022\xe0\x03\n" +
 	"\tCollector\x12?\n" +
 	"\x06Ingest\x12\x17.loupe.v1.IngestRequest\x1a\x18.loupe.v1.IngestResponse(\x010\x01\x12:\n" +
 	"\x05Query\x12\x16.loupe.v1.QueryRequest\x1a\x17.loupe.v1.QueryResponse0\x01\x12D\n" +
-	"\tListNodes\x12\x1a.loupe.v1.ListNodesRequest\x1a\x1b.loupe.v1.ListNodesResponseB+Z)github.com/loupe-dev/loupe/api/v1;loupev1b\x06proto3"
+	"\tListNodes\x12\x1a.loupe.v1.ListNodesRequest\x1a\x1b.loupe.v1.ListNodesResponse\x12=\n" +
+	"\aControl\x12\x16.loupe.v1.AgentMessage\x1a\x16.loupe.v1.AgentCommand(\x010\x01\x12=\n" +
+	"\aCapture\x12\x18.loupe.v1.CaptureRequest\x1a\x16.loupe.v1.CaptureEvent0\x01\x12M\n" +
+	"\fListCaptures\x12\x1d.loupe.v1.ListCapturesRequest\x1a\x1e.loupe.v1.ListCapturesResponse\x12C\n" +
+	"\n" +
+	"GetCapture\x12\x1b.loupe.v1.GetCaptureRequest\x1a\x16.loupe.v1.CaptureChunk0\x01B+Z)github.com/loupe-dev/loupe/api/v1;loupev1b\x06proto3"
 
 var (
 	file_loupe_proto_rawDescOnce sync.Once
@@ -1934,7 +3169,7 @@ func file_loupe_proto_rawDescGZIP() []byte {
 }
 
 var file_loupe_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_loupe_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_loupe_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_loupe_proto_goTypes = []any{
 	(Kind)(0),                     // 0: loupe.v1.Kind
 	(Severity)(0),                 // 1: loupe.v1.Severity
@@ -1954,13 +3189,27 @@ var file_loupe_proto_goTypes = []any{
 	(*ListNodesRequest)(nil),      // 15: loupe.v1.ListNodesRequest
 	(*Node)(nil),                  // 16: loupe.v1.Node
 	(*ListNodesResponse)(nil),     // 17: loupe.v1.ListNodesResponse
-	nil,                           // 18: loupe.v1.Finding.DetailsEntry
-	nil,                           // 19: loupe.v1.Node.FindingsByKindEntry
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*CaptureOptions)(nil),        // 18: loupe.v1.CaptureOptions
+	(*CaptureRequest)(nil),        // 19: loupe.v1.CaptureRequest
+	(*CaptureInfo)(nil),           // 20: loupe.v1.CaptureInfo
+	(*CaptureProgress)(nil),       // 21: loupe.v1.CaptureProgress
+	(*CaptureEvent)(nil),          // 22: loupe.v1.CaptureEvent
+	(*ListCapturesRequest)(nil),   // 23: loupe.v1.ListCapturesRequest
+	(*ListCapturesResponse)(nil),  // 24: loupe.v1.ListCapturesResponse
+	(*GetCaptureRequest)(nil),     // 25: loupe.v1.GetCaptureRequest
+	(*CaptureChunk)(nil),          // 26: loupe.v1.CaptureChunk
+	(*AgentHello)(nil),            // 27: loupe.v1.AgentHello
+	(*CaptureCommand)(nil),        // 28: loupe.v1.CaptureCommand
+	(*AgentCommand)(nil),          // 29: loupe.v1.AgentCommand
+	(*CaptureUpdate)(nil),         // 30: loupe.v1.CaptureUpdate
+	(*AgentMessage)(nil),          // 31: loupe.v1.AgentMessage
+	nil,                           // 32: loupe.v1.Finding.DetailsEntry
+	nil,                           // 33: loupe.v1.Node.FindingsByKindEntry
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
 }
 var file_loupe_proto_depIdxs = []int32{
 	4,  // 0: loupe.v1.Process.ancestors:type_name -> loupe.v1.Ancestor
-	20, // 1: loupe.v1.Finding.time:type_name -> google.protobuf.Timestamp
+	34, // 1: loupe.v1.Finding.time:type_name -> google.protobuf.Timestamp
 	0,  // 2: loupe.v1.Finding.kind:type_name -> loupe.v1.Kind
 	1,  // 3: loupe.v1.Finding.severity:type_name -> loupe.v1.Severity
 	3,  // 4: loupe.v1.Finding.container:type_name -> loupe.v1.ContainerRef
@@ -1968,30 +3217,54 @@ var file_loupe_proto_depIdxs = []int32{
 	6,  // 6: loupe.v1.Finding.file:type_name -> loupe.v1.File
 	7,  // 7: loupe.v1.Finding.control:type_name -> loupe.v1.Control
 	8,  // 8: loupe.v1.Finding.package:type_name -> loupe.v1.Package
-	18, // 9: loupe.v1.Finding.details:type_name -> loupe.v1.Finding.DetailsEntry
+	32, // 9: loupe.v1.Finding.details:type_name -> loupe.v1.Finding.DetailsEntry
 	9,  // 10: loupe.v1.IngestRequest.findings:type_name -> loupe.v1.Finding
 	11, // 11: loupe.v1.IngestResponse.rejected:type_name -> loupe.v1.Rejection
-	20, // 12: loupe.v1.QueryRequest.since:type_name -> google.protobuf.Timestamp
-	20, // 13: loupe.v1.QueryRequest.until:type_name -> google.protobuf.Timestamp
+	34, // 12: loupe.v1.QueryRequest.since:type_name -> google.protobuf.Timestamp
+	34, // 13: loupe.v1.QueryRequest.until:type_name -> google.protobuf.Timestamp
 	0,  // 14: loupe.v1.QueryRequest.kinds:type_name -> loupe.v1.Kind
 	1,  // 15: loupe.v1.QueryRequest.min_severity:type_name -> loupe.v1.Severity
 	2,  // 16: loupe.v1.QueryRequest.order:type_name -> loupe.v1.Order
 	9,  // 17: loupe.v1.QueryResponse.findings:type_name -> loupe.v1.Finding
-	20, // 18: loupe.v1.Node.first_seen:type_name -> google.protobuf.Timestamp
-	20, // 19: loupe.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
-	19, // 20: loupe.v1.Node.findings_by_kind:type_name -> loupe.v1.Node.FindingsByKindEntry
+	34, // 18: loupe.v1.Node.first_seen:type_name -> google.protobuf.Timestamp
+	34, // 19: loupe.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	33, // 20: loupe.v1.Node.findings_by_kind:type_name -> loupe.v1.Node.FindingsByKindEntry
 	16, // 21: loupe.v1.ListNodesResponse.nodes:type_name -> loupe.v1.Node
-	10, // 22: loupe.v1.Collector.Ingest:input_type -> loupe.v1.IngestRequest
-	13, // 23: loupe.v1.Collector.Query:input_type -> loupe.v1.QueryRequest
-	15, // 24: loupe.v1.Collector.ListNodes:input_type -> loupe.v1.ListNodesRequest
-	12, // 25: loupe.v1.Collector.Ingest:output_type -> loupe.v1.IngestResponse
-	14, // 26: loupe.v1.Collector.Query:output_type -> loupe.v1.QueryResponse
-	17, // 27: loupe.v1.Collector.ListNodes:output_type -> loupe.v1.ListNodesResponse
-	25, // [25:28] is the sub-list for method output_type
-	22, // [22:25] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	18, // 22: loupe.v1.CaptureRequest.options:type_name -> loupe.v1.CaptureOptions
+	3,  // 23: loupe.v1.CaptureInfo.container:type_name -> loupe.v1.ContainerRef
+	34, // 24: loupe.v1.CaptureInfo.requested_at:type_name -> google.protobuf.Timestamp
+	34, // 25: loupe.v1.CaptureInfo.completed_at:type_name -> google.protobuf.Timestamp
+	21, // 26: loupe.v1.CaptureEvent.progress:type_name -> loupe.v1.CaptureProgress
+	20, // 27: loupe.v1.CaptureEvent.result:type_name -> loupe.v1.CaptureInfo
+	20, // 28: loupe.v1.ListCapturesResponse.captures:type_name -> loupe.v1.CaptureInfo
+	20, // 29: loupe.v1.CaptureChunk.info:type_name -> loupe.v1.CaptureInfo
+	18, // 30: loupe.v1.CaptureCommand.options:type_name -> loupe.v1.CaptureOptions
+	34, // 31: loupe.v1.CaptureCommand.requested_at:type_name -> google.protobuf.Timestamp
+	9,  // 32: loupe.v1.CaptureCommand.timeline:type_name -> loupe.v1.Finding
+	28, // 33: loupe.v1.AgentCommand.capture:type_name -> loupe.v1.CaptureCommand
+	21, // 34: loupe.v1.CaptureUpdate.progress:type_name -> loupe.v1.CaptureProgress
+	20, // 35: loupe.v1.CaptureUpdate.info:type_name -> loupe.v1.CaptureInfo
+	27, // 36: loupe.v1.AgentMessage.hello:type_name -> loupe.v1.AgentHello
+	30, // 37: loupe.v1.AgentMessage.capture:type_name -> loupe.v1.CaptureUpdate
+	10, // 38: loupe.v1.Collector.Ingest:input_type -> loupe.v1.IngestRequest
+	13, // 39: loupe.v1.Collector.Query:input_type -> loupe.v1.QueryRequest
+	15, // 40: loupe.v1.Collector.ListNodes:input_type -> loupe.v1.ListNodesRequest
+	31, // 41: loupe.v1.Collector.Control:input_type -> loupe.v1.AgentMessage
+	19, // 42: loupe.v1.Collector.Capture:input_type -> loupe.v1.CaptureRequest
+	23, // 43: loupe.v1.Collector.ListCaptures:input_type -> loupe.v1.ListCapturesRequest
+	25, // 44: loupe.v1.Collector.GetCapture:input_type -> loupe.v1.GetCaptureRequest
+	12, // 45: loupe.v1.Collector.Ingest:output_type -> loupe.v1.IngestResponse
+	14, // 46: loupe.v1.Collector.Query:output_type -> loupe.v1.QueryResponse
+	17, // 47: loupe.v1.Collector.ListNodes:output_type -> loupe.v1.ListNodesResponse
+	29, // 48: loupe.v1.Collector.Control:output_type -> loupe.v1.AgentCommand
+	22, // 49: loupe.v1.Collector.Capture:output_type -> loupe.v1.CaptureEvent
+	24, // 50: loupe.v1.Collector.ListCaptures:output_type -> loupe.v1.ListCapturesResponse
+	26, // 51: loupe.v1.Collector.GetCapture:output_type -> loupe.v1.CaptureChunk
+	45, // [45:52] is the sub-list for method output_type
+	38, // [38:45] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_loupe_proto_init() }
@@ -1999,13 +3272,25 @@ func file_loupe_proto_init() {
 	if File_loupe_proto != nil {
 		return
 	}
+	file_loupe_proto_msgTypes[19].OneofWrappers = []any{
+		(*CaptureEvent_Progress)(nil),
+		(*CaptureEvent_Result)(nil),
+	}
+	file_loupe_proto_msgTypes[26].OneofWrappers = []any{
+		(*AgentCommand_Capture)(nil),
+		(*AgentCommand_CancelCaptureId)(nil),
+	}
+	file_loupe_proto_msgTypes[28].OneofWrappers = []any{
+		(*AgentMessage_Hello)(nil),
+		(*AgentMessage_Capture)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loupe_proto_rawDesc), len(file_loupe_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   17,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

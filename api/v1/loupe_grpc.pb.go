@@ -22,9 +22,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Collector_Ingest_FullMethodName    = "/loupe.v1.Collector/Ingest"
-	Collector_Query_FullMethodName     = "/loupe.v1.Collector/Query"
-	Collector_ListNodes_FullMethodName = "/loupe.v1.Collector/ListNodes"
+	Collector_Ingest_FullMethodName       = "/loupe.v1.Collector/Ingest"
+	Collector_Query_FullMethodName        = "/loupe.v1.Collector/Query"
+	Collector_ListNodes_FullMethodName    = "/loupe.v1.Collector/ListNodes"
+	Collector_Control_FullMethodName      = "/loupe.v1.Collector/Control"
+	Collector_Capture_FullMethodName      = "/loupe.v1.Collector/Capture"
+	Collector_ListCaptures_FullMethodName = "/loupe.v1.Collector/ListCaptures"
+	Collector_GetCapture_FullMethodName   = "/loupe.v1.Collector/GetCapture"
 )
 
 // CollectorClient is the client API for Collector service.
@@ -40,6 +44,16 @@ type CollectorClient interface {
 	Query(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[QueryResponse], error)
 	// ListNodes returns the agents known to the collector.
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// Control is opened by each agent and held: commands (captures) flow down
+	// it to the node, reports and bundle bytes flow up. No inbound port on nodes.
+	Control(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AgentMessage, AgentCommand], error)
+	// Capture asks the agent on the container's node for an evidence bundle
+	// (admin identity only) and streams progress, then the stored result.
+	Capture(ctx context.Context, in *CaptureRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CaptureEvent], error)
+	// ListCaptures lists stored evidence bundles (admin identity only).
+	ListCaptures(ctx context.Context, in *ListCapturesRequest, opts ...grpc.CallOption) (*ListCapturesResponse, error)
+	// GetCapture downloads a stored bundle (admin identity only).
+	GetCapture(ctx context.Context, in *GetCaptureRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CaptureChunk], error)
 }
 
 type collectorClient struct {
@@ -92,6 +106,67 @@ func (c *collectorClient) ListNodes(ctx context.Context, in *ListNodesRequest, o
 	return out, nil
 }
 
+func (c *collectorClient) Control(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AgentMessage, AgentCommand], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Collector_ServiceDesc.Streams[2], Collector_Control_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AgentMessage, AgentCommand]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Collector_ControlClient = grpc.BidiStreamingClient[AgentMessage, AgentCommand]
+
+func (c *collectorClient) Capture(ctx context.Context, in *CaptureRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CaptureEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Collector_ServiceDesc.Streams[3], Collector_Capture_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CaptureRequest, CaptureEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Collector_CaptureClient = grpc.ServerStreamingClient[CaptureEvent]
+
+func (c *collectorClient) ListCaptures(ctx context.Context, in *ListCapturesRequest, opts ...grpc.CallOption) (*ListCapturesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCapturesResponse)
+	err := c.cc.Invoke(ctx, Collector_ListCaptures_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *collectorClient) GetCapture(ctx context.Context, in *GetCaptureRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CaptureChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Collector_ServiceDesc.Streams[4], Collector_GetCapture_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetCaptureRequest, CaptureChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Collector_GetCaptureClient = grpc.ServerStreamingClient[CaptureChunk]
+
 // CollectorServer is the server API for Collector service.
 // All implementations must embed UnimplementedCollectorServer
 // for forward compatibility.
@@ -105,6 +180,16 @@ type CollectorServer interface {
 	Query(*QueryRequest, grpc.ServerStreamingServer[QueryResponse]) error
 	// ListNodes returns the agents known to the collector.
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// Control is opened by each agent and held: commands (captures) flow down
+	// it to the node, reports and bundle bytes flow up. No inbound port on nodes.
+	Control(grpc.BidiStreamingServer[AgentMessage, AgentCommand]) error
+	// Capture asks the agent on the container's node for an evidence bundle
+	// (admin identity only) and streams progress, then the stored result.
+	Capture(*CaptureRequest, grpc.ServerStreamingServer[CaptureEvent]) error
+	// ListCaptures lists stored evidence bundles (admin identity only).
+	ListCaptures(context.Context, *ListCapturesRequest) (*ListCapturesResponse, error)
+	// GetCapture downloads a stored bundle (admin identity only).
+	GetCapture(*GetCaptureRequest, grpc.ServerStreamingServer[CaptureChunk]) error
 	mustEmbedUnimplementedCollectorServer()
 }
 
@@ -123,6 +208,18 @@ func (UnimplementedCollectorServer) Query(*QueryRequest, grpc.ServerStreamingSer
 }
 func (UnimplementedCollectorServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedCollectorServer) Control(grpc.BidiStreamingServer[AgentMessage, AgentCommand]) error {
+	return status.Errorf(codes.Unimplemented, "method Control not implemented")
+}
+func (UnimplementedCollectorServer) Capture(*CaptureRequest, grpc.ServerStreamingServer[CaptureEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method Capture not implemented")
+}
+func (UnimplementedCollectorServer) ListCaptures(context.Context, *ListCapturesRequest) (*ListCapturesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListCaptures not implemented")
+}
+func (UnimplementedCollectorServer) GetCapture(*GetCaptureRequest, grpc.ServerStreamingServer[CaptureChunk]) error {
+	return status.Errorf(codes.Unimplemented, "method GetCapture not implemented")
 }
 func (UnimplementedCollectorServer) mustEmbedUnimplementedCollectorServer() {}
 func (UnimplementedCollectorServer) testEmbeddedByValue()                   {}
@@ -181,6 +278,53 @@ func _Collector_ListNodes_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Collector_Control_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(CollectorServer).Control(&grpc.GenericServerStream[AgentMessage, AgentCommand]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Collector_ControlServer = grpc.BidiStreamingServer[AgentMessage, AgentCommand]
+
+func _Collector_Capture_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CaptureRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CollectorServer).Capture(m, &grpc.GenericServerStream[CaptureRequest, CaptureEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Collector_CaptureServer = grpc.ServerStreamingServer[CaptureEvent]
+
+func _Collector_ListCaptures_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCapturesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CollectorServer).ListCaptures(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Collector_ListCaptures_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CollectorServer).ListCaptures(ctx, req.(*ListCapturesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Collector_GetCapture_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetCaptureRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CollectorServer).GetCapture(m, &grpc.GenericServerStream[GetCaptureRequest, CaptureChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Collector_GetCaptureServer = grpc.ServerStreamingServer[CaptureChunk]
+
 // Collector_ServiceDesc is the grpc.ServiceDesc for Collector service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -191,6 +335,10 @@ var Collector_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListNodes",
 			Handler:    _Collector_ListNodes_Handler,
+		},
+		{
+			MethodName: "ListCaptures",
+			Handler:    _Collector_ListCaptures_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -203,6 +351,22 @@ var Collector_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Query",
 			Handler:       _Collector_Query_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Control",
+			Handler:       _Collector_Control_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Capture",
+			Handler:       _Collector_Capture_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "GetCapture",
+			Handler:       _Collector_GetCapture_Handler,
 			ServerStreams: true,
 		},
 	},

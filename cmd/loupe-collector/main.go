@@ -36,6 +36,8 @@ func main() {
 	fs.DurationVar(&cfg.Retention, "retention", collector.DefaultRetention, "delete findings older than this (0 keeps them forever)")
 	fs.IntVar(&cfg.MaxMsgBytes, "max-msg-bytes", collector.DefaultMaxMsgBytes, "largest accepted gRPC message (one ingest batch), bytes")
 	fs.StringVar(&cfg.AdminCN, "admin-cn", collector.DefaultAdminCN, "client certificate CommonName allowed to query and to ingest for any node")
+	fs.StringVar(&cfg.CaptureDir, "capture-dir", "", "directory of evidence bundles (loupe capture); default: captures/ next to the SQLite database")
+	fs.Int64Var(&cfg.CaptureMaxBytes, "capture-max-bytes", collector.DefaultCaptureMaxBytes, "bound of the capture directory, bytes (new captures are refused above it)")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	_ = fs.Parse(os.Args[1:])
 	if v := os.Getenv("LOUPE_DB"); v != "" {

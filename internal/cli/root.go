@@ -26,6 +26,7 @@ directories offline (scan). Collector address: --collector, else $LOUPE_COLLECTO
 		newRunCmd(),
 		newScanCmd(),
 		newReportCmd(),
+		newCaptureCmd(),
 	)
 	return root
 }

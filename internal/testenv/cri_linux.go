@@ -313,6 +313,13 @@ func (c *Container) RequestSpawn(t testing.TB, argv ...string) {
 	c.writeRequest(t, SpawnRequestFile, argv)
 }
 
+// RequestStart makes loupe-testapp start argv in the background: a second
+// process of the container that keeps running.
+func (c *Container) RequestStart(t testing.TB, argv ...string) {
+	t.Helper()
+	c.writeRequest(t, StartRequestFile, argv)
+}
+
 func (c *Container) writeRequest(t testing.TB, path string, argv []string) {
 	t.Helper()
 	root := fmt.Sprintf("/proc/%d/root", c.PID(t))

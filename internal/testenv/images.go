@@ -66,6 +66,7 @@ func (k ImageKind) AppPath() string {
 const (
 	ExecRequestFile  = "/tmp/loupe-exec-request"
 	SpawnRequestFile = "/tmp/loupe-spawn-request"
+	StartRequestFile = "/tmp/loupe-start-request"
 )
 
 var (

@@ -46,10 +46,15 @@ func TestDemo(t *testing.T) {
 	fmt.Printf("payments/%s (distroless, pid %d) and frontend/%s (debian-like, pid %d)\n", api.Name(), app.PID(t), web.Name(), sh.PID(t))
 
 	grpcAddr, httpAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	// The default rules plus captures allowed in the payments namespace.
+	rules := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(rules, []byte("version: 1\nrules: []\ncapture:\n  enabled: true\n  namespaces: [payments]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	say("Starting `loupe run` (agent with eBPF exec tracer + embedded collector, SQLite)")
 	run := exec.Command(filepath.Join(bin, "loupe"), "run", "--node-name", "demo-node",
 		"--containerd-socket", env.Address(), "--containerd-state", env.State(),
-		"--state-dir", t.TempDir(), "--grpc-listen", grpcAddr, "--http-listen", httpAddr)
+		"--state-dir", t.TempDir(), "--grpc-listen", grpcAddr, "--http-listen", httpAddr, "--rules", rules)
 	logf, err := os.Create(filepath.Join(t.TempDir(), "loupe-run.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -90,6 +95,7 @@ func TestDemo(t *testing.T) {
 	}
 	app.RequestSpawn(t, "/tmp/.x", "exit")
 	q.wait(loupev1.Kind_KIND_DRIFT_EXEC, app.ID())
+	app.RequestStart(t, "/tmp/.x") // and it stays, a second process beside the app
 
 	say("4. A shell in the debian-like pod: `kubectl exec web -- /bin/sh -c id`")
 	res, err := sh.Exec(t, []string{"/bin/sh", "-c", "id"}, 10*time.Second)
@@ -116,6 +122,12 @@ func TestDemo(t *testing.T) {
 			}
 		}
 	}
+	say("5. Evidence of the attacked pod, taken from the host (no exec, no stop):  loupe capture --pod payments/%s --reason … --save api.tar.gz", api.Name())
+	bundle := filepath.Join(t.TempDir(), "api.tar.gz")
+	cli(t, bin, "capture", "--collector", grpcAddr, "--insecure", "--pod", "payments/"+api.Name(),
+		"--reason", "INC-4711: shell attempts and a dropped binary on api", "--save", bundle)
+	say("The bundle, checked offline:  loupe capture verify api.tar.gz")
+	cli(t, bin, "capture", "verify", bundle)
 	say("Done in %s; cleaning up (containers, pods, containerd)", time.Since(start).Round(time.Second))
 }
 

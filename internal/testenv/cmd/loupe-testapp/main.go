@@ -12,6 +12,11 @@
 //     becomes that command.
 //   - /tmp/loupe-spawn-request: the same command is started as a child
 //     process (fork + execve) and its output and exit status are logged.
+//   - /tmp/loupe-start-request: the same, in the background: the child keeps
+//     running beside the application (a second process of the container).
+//
+// With $LOUPE_TESTAPP_LISTEN=HOST:PORT it also listens on that TCP address
+// (accepting and closing connections), as a server application does.
 //
 // SIGUSR1 is a shortcut for an in-place execve("/bin/sh", ["sh","-c","id"]).
 // Every line it logs goes to stdout, prefixed "loupe-testapp: ".
@@ -20,6 +25,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -31,7 +37,40 @@ import (
 const (
 	execRequest  = "/tmp/loupe-exec-request"
 	spawnRequest = "/tmp/loupe-spawn-request"
+	startRequest = "/tmp/loupe-start-request"
 )
+
+func startBackground(argv []string) {
+	if len(argv) == 0 {
+		return
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = []string{} // no LOUPE_TESTAPP_LISTEN: the child does not compete for the port
+	if err := cmd.Start(); err != nil {
+		logf("start %q: %v", argv, err)
+		return
+	}
+	logf("started %q, pid %d", argv, cmd.Process.Pid)
+	go func() { err := cmd.Wait(); logf("%q exited: %v", argv, err) }()
+}
+
+func listen(addr string) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		logf("listen %s: %v", addr, err)
+		return
+	}
+	logf("listening on %s", l.Addr())
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+}
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stdout, "loupe-testapp: "+format+"\n", args...)
@@ -88,6 +127,9 @@ func main() {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
 	logf("started, pid %d", os.Getpid())
+	if a := os.Getenv("LOUPE_TESTAPP_LISTEN"); a != "" {
+		listen(a)
+	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -102,6 +144,7 @@ func main() {
 		case <-tick.C:
 			execInPlace(readRequest(execRequest))
 			spawn(readRequest(spawnRequest))
+			startBackground(readRequest(startRequest))
 		}
 	}
 }
