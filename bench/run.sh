@@ -12,7 +12,7 @@ step "collector ingest and queries (bench/ingest)"
 go run ./bench/ingest
 step "runtime registry (bench/runtime), on containerd 1.6 (Debian) and 2.x (internal/testenv/containerd-versions.txt)"
 go test -c -o /tmp/loupe-benchruntime ./bench/runtime/
-for round in 1 2; do
+for round in 1 2 3; do
   for v in 1.6 2.x; do LOUPE_CONTAINERD=$v /tmp/loupe-benchruntime -test.run '^$' -test.bench . -test.benchtime 60x; done
 done
 step "exec tracer (bench/exec)"

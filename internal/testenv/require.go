@@ -23,7 +23,23 @@
 //	env.Restart(t); env.KillDaemon(t); env.StartDaemon(t) // containers survive, as on a node
 //	env.Runtime(); env.Images(); env.Client()  // raw CRI and containerd clients
 //
-// StartContainerd starts containerd 1.6+ (Debian's) with a version-2 config in
+// # Which containerd
+//
+// LOUPE_CONTAINERD selects the daemon (SelectedContainerd): unset, the
+// containerd on PATH (Debian's 1.6.20); else an id of containerd-versions.txt
+// ("1.7", "2.x" — the one list of the matrix, which
+// scripts/containerd-versions.sh builds into /var/cache/loupe/containerd), a
+// module version ("v2.4.2") or the path of a containerd binary. The daemon
+// runs with the containerd-shim-runc-v2 beside it, and gets the config format
+// of the version it reports: version 2 for 1.x, version 3 for 2.x (CRI split
+// into io.containerd.cri.v1.runtime and .images, sandbox image in
+// pinned_images). A selected version that is not built skips the test, or
+// fails it with LOUPE_REQUIRE_E2E=1; one that does not start fails it.
+// env.Containerd() says which one runs. StartContainerdLayout(t,
+// testenv.LayoutK3s) lays the daemon's root, state and socket out as k3s (or
+// RKE2) does, below the environment's directory.
+//
+// StartContainerd starts containerd with a version-2 (or 3) config in
 // a private directory os.TempDir()/loupe-ctrd-<test pid>-*: its own root,
 // state, sockets and runc root, the CRI plugin with sandbox_image = the local
 // Pause image, restrict_oom_score_adj = true (root here lacks
