@@ -8,9 +8,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -180,52 +179,58 @@ func (a *Agent) captureTo(ctx context.Context, snd *controlSender, cmd *loupev1.
 	if err := req.Validate(); err != nil {
 		return "", nil, err
 	}
-	dir := filepath.Join(a.cfg.StateDir, "captures")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", nil, fmt.Errorf("capture dir in --state-dir: %w", err)
-	}
-	f, err := os.CreateTemp(dir, "capture-*.tar.gz")
-	if err != nil {
-		return "", nil, fmt.Errorf("capture file: %w", err)
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
+	// The bundle streams to the collector as it is built: no copy on the
+	// node's disk, and collection and upload overlap.
+	pr, pw := io.Pipe()
 	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(f, h)}
+	type upResult struct {
+		sent int64
+		err  error
+	}
+	upDone := make(chan upResult, 1)
+	go func() {
+		buf := make([]byte, captureChunk)
+		var sent int64
+		for {
+			n, err := io.ReadFull(pr, buf)
+			if n > 0 {
+				h.Write(buf[:n])
+				up := &loupev1.AgentMessage{Message: &loupev1.AgentMessage_Capture{Capture: &loupev1.CaptureUpdate{CaptureId: id, Data: buf[:n],
+					Progress: &loupev1.CaptureProgress{Stage: "uploading", Bytes: sent + int64(n)}}}}
+				if serr := snd.send(up); serr != nil {
+					pr.CloseWithError(serr)
+					upDone <- upResult{sent, fmt.Errorf("upload bundle: %w", serr)}
+					return
+				}
+				sent += int64(n)
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				upDone <- upResult{sent, nil}
+				return
+			}
+			if err != nil {
+				upDone <- upResult{sent, err}
+				return
+			}
+		}
+	}()
+	cw := &countWriter{w: pw}
 	snd.send(captureProgress(id, "collecting", "capturing "+c.String(), 0))
 	m, err := capture.Collect(ctx, c, req, capture.Env{HostRoot: a.cfg.HostRoot, ContainerdState: a.cfg.ContainerdState,
 		Node: a.cfg.NodeName, AgentVersion: version.Version}, cw, func(stage string) {
-		snd.send(captureProgress(id, "collecting", stage, cw.n))
+		snd.send(captureProgress(id, "collecting", stage, cw.n.Load()))
 	})
 	if err != nil {
+		pw.CloseWithError(err)
+		<-upDone
 		return "", nil, fmt.Errorf("capture %s: %w", c.String(), err)
 	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", nil, err
+	pw.Close()
+	up := <-upDone
+	if up.err != nil {
+		return "", nil, up.err
 	}
-	buf := make([]byte, captureChunk)
-	var sent int64
-	for {
-		n, err := io.ReadFull(f, buf)
-		if n > 0 {
-			up := &loupev1.AgentMessage{Message: &loupev1.AgentMessage_Capture{Capture: &loupev1.CaptureUpdate{CaptureId: id, Data: buf[:n],
-				Progress: &loupev1.CaptureProgress{Stage: "uploading", Bytes: sent + int64(n)}}}}
-			if serr := snd.send(up); serr != nil {
-				return "", nil, fmt.Errorf("upload bundle: %w", serr)
-			}
-			sent += int64(n)
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			break
-		}
-		if err != nil {
-			return "", nil, fmt.Errorf("read bundle: %w", err)
-		}
-		if ctx.Err() != nil {
-			return "", nil, ctx.Err()
-		}
-	}
+	sent, sum := up.sent, hex.EncodeToString(h.Sum(nil))
 	info := &loupev1.CaptureInfo{
 		Id: id, Node: a.cfg.NodeName, Container: classify.ContainerOf(c).Ref, RequestedBy: req.RequestedBy, Reason: req.Reason,
 		RequestedAt: timestamppb.New(req.RequestedAt), Size: sent, Sha256: sum, AgentVersion: version.Version,
@@ -244,11 +249,11 @@ func firstN(s []string, n int) []string {
 
 type countWriter struct {
 	w io.Writer
-	n int64
+	n atomic.Int64
 }
 
 func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }

@@ -74,6 +74,7 @@ type pendingCapture struct {
 	node    string
 	updates chan *loupev1.CaptureUpdate
 	gone    chan struct{} // closed when the agent's stream ends
+	done    chan struct{} // closed when the Capture call ends (nobody reads updates any more)
 }
 
 // captureDir is where bundles are kept: Config.CaptureDir, else a
@@ -185,6 +186,7 @@ func (s *Server) Control(stream loupev1.Collector_ControlServer) error {
 				recvErr <- ctx.Err()
 				return
 			case <-p.gone:
+			case <-p.done: // the requester went away: drop the rest, keep the stream
 			}
 		}
 	}()
@@ -262,11 +264,11 @@ func (s *Server) Capture(req *loupev1.CaptureRequest, stream loupev1.Collector_C
 	now := time.Now()
 	cmd := &loupev1.CaptureCommand{CaptureId: id.String(), ContainerId: cid, Options: req.GetOptions(), RequestedBy: who,
 		Reason: req.GetReason(), RequestedAt: timestamppb.New(now), Timeline: timeline, TimelineTruncated: truncated}
-	p := &pendingCapture{node: node, updates: make(chan *loupev1.CaptureUpdate, 8), gone: a.done}
+	p := &pendingCapture{node: node, updates: make(chan *loupev1.CaptureUpdate, 8), gone: a.done, done: make(chan struct{})}
 	c.mu.Lock()
 	c.pending[cmd.CaptureId] = p
 	c.mu.Unlock()
-	defer func() { c.mu.Lock(); delete(c.pending, cmd.CaptureId); c.mu.Unlock() }()
+	defer func() { c.mu.Lock(); delete(c.pending, cmd.CaptureId); c.mu.Unlock(); close(p.done) }()
 	select {
 	case a.cmds <- &loupev1.AgentCommand{Command: &loupev1.AgentCommand_Capture{Capture: cmd}}:
 	case <-ctx.Done():

@@ -113,7 +113,7 @@ func TestCaptureRelay(t *testing.T) {
 	fakeAgent(t, s, agent, "node-a", func(st loupev1.Collector_ControlClient, cmd *loupev1.CaptureCommand) {
 		switch mode {
 		case "ok":
-			if cmd.GetReason() != "INC-1" || cmd.GetContainerId() != "c0ffee00c0ffee" || len(cmd.GetTimeline()) != 1 || cmd.GetRequestedBy() == "" {
+			if cmd.GetReason() != "INC-1" || cmd.GetContainerId() != "c0ffee00c0ffee" || len(cmd.GetTimeline()) == 0 || cmd.GetRequestedBy() == "" {
 				t.Errorf("command %v", cmd)
 			}
 			upload(st, cmd.GetCaptureId(), bundle, hex.EncodeToString(sum[:]))
@@ -121,6 +121,12 @@ func TestCaptureRelay(t *testing.T) {
 			upload(st, cmd.GetCaptureId(), bundle, "00")
 		case "too-big":
 			upload(st, cmd.GetCaptureId(), bytes.Repeat([]byte("x"), 100), "00")
+		case "abandoned": // keeps reporting after the requester left
+			for i := 0; i < 40; i++ {
+				st.Send(&loupev1.AgentMessage{Message: &loupev1.AgentMessage_Capture{Capture: &loupev1.CaptureUpdate{CaptureId: cmd.GetCaptureId(),
+					Progress: &loupev1.CaptureProgress{Stage: "collecting", Message: "step"}}}})
+				time.Sleep(5 * time.Millisecond)
+			}
 		case "refused":
 			st.Send(&loupev1.AgentMessage{Message: &loupev1.AgentMessage_Capture{Capture: &loupev1.CaptureUpdate{CaptureId: cmd.GetCaptureId(), Done: true, Error: "captures are disabled on this node"}}})
 		}
@@ -206,6 +212,20 @@ func TestCaptureRelay(t *testing.T) {
 		mode = c.mode
 		_, _, err := runCapture(admin, req)
 		wantCode(t, err, c.code, c.want)
+	}
+	// A requester that goes away mid-capture must not stall the agent's stream.
+	mode = "abandoned"
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := admin.Capture(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Recv() // "requested"
+	cancel()
+	time.Sleep(300 * time.Millisecond)
+	mode = "ok"
+	if _, _, err := runCapture(admin, req); err != nil {
+		t.Errorf("capture after an abandoned one: %v", err)
 	}
 	if parts, _ := filepath.Glob(filepath.Join(s.caps.dir, "*.part")); len(parts) != 0 {
 		t.Errorf("partial bundles left behind: %v", parts)

@@ -144,23 +144,30 @@ func NewWriter(w io.Writer) *Writer {
 
 // Add writes one artifact with the given contents.
 func (w *Writer) Add(name, kind string, data []byte) error {
+	_, err := w.add(name, kind, data)
+	return err
+}
+
+// add writes one artifact and returns its sha256.
+func (w *Writer) add(name, kind string, data []byte) (string, error) {
 	if err := checkName(name); err != nil {
-		return err
+		return "", err
 	}
 	if w.names[name] {
-		return fmt.Errorf("bundle entry %q written twice", name)
+		return "", fmt.Errorf("bundle entry %q written twice", name)
 	}
 	w.names[name] = true
 	hdr := &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(data)), ModTime: w.mtime, Format: tar.FormatPAX}
 	if err := w.tw.WriteHeader(hdr); err != nil {
-		return fmt.Errorf("write bundle entry %q: %w", name, err)
+		return "", fmt.Errorf("write bundle entry %q: %w", name, err)
 	}
 	if _, err := w.tw.Write(data); err != nil {
-		return fmt.Errorf("write bundle entry %q: %w", name, err)
+		return "", fmt.Errorf("write bundle entry %q: %w", name, err)
 	}
 	sum := sha256.Sum256(data)
-	w.artifacts = append(w.artifacts, Artifact{Name: name, Kind: kind, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])})
-	return nil
+	a := Artifact{Name: name, Kind: kind, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
+	w.artifacts = append(w.artifacts, a)
+	return a.SHA256, nil
 }
 
 // AddJSON writes v as indented JSON.

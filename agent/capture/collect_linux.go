@@ -442,13 +442,17 @@ func (col *collector) content(root *safefs.Root, e *FileEntry, prefix string) {
 		e.Size = int64(n)
 	}
 	data := col.buf[:n]
-	sum := sha256.Sum256(data)
-	e.SHA256 = hex.EncodeToString(sum[:])
 	name := prefix + e.Path
-	if err := col.w.Add(name, map[string]string{"upper": KindUpper, "merged": KindMerged}[prefix], data); err != nil {
+	kind := KindUpper
+	if prefix == "merged" {
+		kind = KindMerged
+	}
+	sum, err := col.w.add(name, kind, data) // hashes the bytes once for the entry and the manifest
+	if err != nil {
 		e.ContentOmitted = err.Error()
 		return
 	}
+	e.SHA256 = sum
 	e.Content = name
 	col.total += int64(n)
 }

@@ -142,3 +142,25 @@ func FuzzParse(f *testing.F) {
 		s.Apply(&loupev1.Finding{Kind: loupev1.Kind_KIND_SHELL_EXEC, Process: &loupev1.Process{Argv: []string{"sh"}}})
 	})
 }
+
+func TestCaptureSection(t *testing.T) {
+	def, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := def.MayCapture("payments"); err == nil || !strings.Contains(err.Error(), "disabled") {
+		t.Errorf("default rules allow captures: %v", err)
+	}
+	s, err := Parse([]byte("version: 1\nrules: []\ncapture:\n  enabled: true\n  namespaces: [payments, \"team-*\"]\n"), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ns, ok := range map[string]bool{"payments": true, "team-a": true, "kube-system": false, "": false, "payments-x": false} {
+		if err := s.MayCapture(ns); (err == nil) != ok {
+			t.Errorf("MayCapture(%q) = %v, want allowed=%v", ns, err, ok)
+		}
+	}
+	if _, err := Parse([]byte("version: 1\nrules: []\ncapture:\n  enabled: true\n"), "t"); err == nil || !strings.Contains(err.Error(), "capture.namespaces") {
+		t.Errorf("enabled without namespaces: %v", err)
+	}
+}
