@@ -239,7 +239,10 @@ func TestHostRootAndMetrics(t *testing.T) {
 	}
 }
 
-func TestStopAndRemoveWithinOneSecond(t *testing.T) {
+// TestStopAndRemoveReflected checks that a stop and a removal reach the
+// registry as events. The wait is generous: tests do not assert on speed
+// (bench/runtime measures the latency); a loaded CI machine is slow.
+func TestStopAndRemoveReflected(t *testing.T) {
 	env := testenv.StartContainerd(t)
 	ref := env.Image(t, testenv.Distroless)
 	r, evs := startRegistry(t, env, nil)
@@ -251,7 +254,7 @@ func TestStopAndRemoveWithinOneSecond(t *testing.T) {
 
 	ctr.Stop(t)
 	stopped := time.Now()
-	ev := waitEvent(t, evs, time.Second, "stop", func(ev runtime.Event) bool {
+	ev := waitEvent(t, evs, 15*time.Second, "stop", func(ev runtime.Event) bool {
 		return ev.Type == runtime.EventStop && ev.Container.ID == ctr.ID()
 	})
 	if ev.Container.State != runtime.StateStopped || ev.ExitCode != 0 {
@@ -269,7 +272,7 @@ func TestStopAndRemoveWithinOneSecond(t *testing.T) {
 
 	ctr.Remove(t)
 	removed := time.Now()
-	waitEvent(t, evs, time.Second, "remove", func(ev runtime.Event) bool {
+	waitEvent(t, evs, 15*time.Second, "remove", func(ev runtime.Event) bool {
 		return ev.Type == runtime.EventRemove && ev.Container.ID == ctr.ID()
 	})
 	if _, ok := r.Get(ctr.ID()); ok {
