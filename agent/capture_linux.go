@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,9 +34,20 @@ const (
 	controlMaxRecv = 64 << 20
 )
 
+// freezeJournal is where a capture records the cgroup it froze (--freeze).
+func (a *Agent) freezeJournal() string { return filepath.Join(a.cfg.StateDir, "capture-frozen") }
+
 // controlLoop holds the Control stream to the collector, reconnecting with
-// backoff, and runs the captures it is asked for (one at a time).
+// backoff, and runs the captures it is asked for (one at a time). It first
+// thaws what a killed predecessor left frozen.
 func (a *Agent) controlLoop(ctx context.Context) error {
+	thawed, err := capture.ThawLeftovers(a.freezeJournal(), a.cfg.HostRoot)
+	for _, cg := range thawed {
+		a.log.Warn("thawed a container left frozen by an interrupted capture", "cgroup", cg)
+	}
+	if err != nil {
+		a.log.Error("thaw containers left frozen by an interrupted capture", "err", err)
+	}
 	backoff := 250 * time.Millisecond
 	for {
 		progressed, err := a.controlSession(ctx)
@@ -217,7 +229,7 @@ func (a *Agent) captureTo(ctx context.Context, snd *controlSender, cmd *loupev1.
 	cw := &countWriter{w: pw}
 	snd.send(captureProgress(id, "collecting", "capturing "+c.String(), 0))
 	m, err := capture.Collect(ctx, c, req, capture.Env{HostRoot: a.cfg.HostRoot, ContainerdState: a.cfg.ContainerdState,
-		Node: a.cfg.NodeName, AgentVersion: version.Version}, cw, func(stage string) {
+		Node: a.cfg.NodeName, AgentVersion: version.Version, FreezeJournal: a.freezeJournal()}, cw, func(stage string) {
 		snd.send(captureProgress(id, "collecting", stage, cw.n.Load()))
 	})
 	if err != nil {

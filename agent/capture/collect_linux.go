@@ -100,6 +100,10 @@ type Env struct {
 	ContainerdState string // containerd state dir relative to HostRoot (task bundles)
 	Node            string
 	AgentVersion    string
+	// FreezeJournal is a directory on the node where a frozen cgroup is
+	// recorded for the time of the freeze, so that an agent killed mid-capture
+	// thaws it when it starts again (ThawLeftovers). Empty: no record.
+	FreezeJournal string
 }
 
 // FileEntry is one file of files.json (upper dir) or merged.json (--path).

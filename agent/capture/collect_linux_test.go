@@ -184,9 +184,12 @@ func TestCaptureDistroless(t *testing.T) {
 		RequestedAt: time.Now(), Options: capture.Options{Paths: []string{"/etc/*"}, Freeze: true}, MaxFileBytes: 4 << 20, Timeline: timeline}
 	var frozenDelta = -1
 	var buf bytes.Buffer
-	m, err := capture.Collect(context.Background(), c, req, capture.Env{HostRoot: "/", ContainerdState: env.State(), Node: "n1", AgentVersion: "test"}, &buf,
+	journal := filepath.Join(t.TempDir(), "frozen")
+	var recorded []os.DirEntry
+	m, err := capture.Collect(context.Background(), c, req, capture.Env{HostRoot: "/", ContainerdState: env.State(), Node: "n1", AgentVersion: "test", FreezeJournal: journal}, &buf,
 		func(stage string) {
 			if stage == "processes" { // the cgroup is frozen now: nobody may run
+				recorded, _ = os.ReadDir(journal)
 				a := ctxSwitches(t, pids[0]) + ctxSwitches(t, pids[1])
 				time.Sleep(400 * time.Millisecond)
 				frozenDelta = ctxSwitches(t, pids[0]) + ctxSwitches(t, pids[1]) - a
@@ -194,6 +197,9 @@ func TestCaptureDistroless(t *testing.T) {
 		})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(journal); len(recorded) != 1 || len(left) != 0 {
+		t.Errorf("freeze journal: %d records while frozen (want 1), %d after the thaw (want 0)", len(recorded), len(left))
 	}
 	after := ctxSwitches(t, pids[0])
 	time.Sleep(400 * time.Millisecond)
@@ -375,4 +381,66 @@ func TestCaptureDistroless(t *testing.T) {
 			t.Errorf("content %d bytes over the total cap 1000", m.Counts.ContentBytes)
 		}
 	})
+}
+
+// TestThawLeftovers is the restart of an agent that was killed while a
+// container was frozen for a capture: the journal names the cgroup, the new
+// agent thaws it. Hostile or stale records are dropped without a write.
+func TestThawLeftovers(t *testing.T) {
+	testenv.RequireRoot(t)
+	v2, err := runtime.CgroupV2Root("/")
+	if err != nil {
+		testenv.Unavailable(t, "no cgroup v2: "+err.Error())
+	}
+	cg := filepath.Join(v2, fmt.Sprintf("loupe-thaw-test-%d", os.Getpid()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sleeper := exec.Command("sleep", "60")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.WriteFile(filepath.Join(cg, "cgroup.freeze"), []byte("0"), 0)
+		sleeper.Process.Kill()
+		sleeper.Wait()
+		os.Remove(cg)
+	})
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(sleeper.Process.Pid)), 0); err != nil {
+		t.Fatal(err)
+	}
+	// What the killed agent left: the journal record and a frozen cgroup.
+	journal := t.TempDir()
+	ctl := filepath.Join(cg, "cgroup.freeze")
+	if err := os.WriteFile(filepath.Join(journal, "a.frozen"), []byte(ctl+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ctl, []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	// A record pointing outside the cgroup tree, and one of a container gone since.
+	outside := filepath.Join(t.TempDir(), "cgroup.freeze")
+	os.WriteFile(outside, []byte("1"), 0o600)
+	os.WriteFile(filepath.Join(journal, "b.frozen"), []byte(outside+"\n"), 0o600)
+	os.WriteFile(filepath.Join(journal, "c.frozen"), []byte(filepath.Join(v2, "loupe-gone-xyz", "cgroup.freeze")+"\n"), 0o600)
+
+	thawed, err := capture.ThawLeftovers(journal, "/")
+	if err == nil || !strings.Contains(err.Error(), "not a cgroup.freeze file") {
+		t.Errorf("hostile record: err %v, want it named", err)
+	}
+	if want := strings.TrimPrefix(cg, v2); len(thawed) != 1 || thawed[0] != want {
+		t.Errorf("thawed %q, want [%s]", thawed, want)
+	}
+	if b, _ := os.ReadFile(ctl); strings.TrimSpace(string(b)) != "0" {
+		t.Errorf("cgroup.freeze is %q after ThawLeftovers", b)
+	}
+	if b, _ := os.ReadFile(outside); string(b) != "1" {
+		t.Errorf("a file outside the cgroup tree was written: %q", b)
+	}
+	if left, _ := os.ReadDir(journal); len(left) != 0 {
+		t.Errorf("journal records left: %v", left)
+	}
+	if thawed, err := capture.ThawLeftovers(filepath.Join(journal, "none"), "/"); err != nil || len(thawed) != 0 {
+		t.Errorf("no journal: %v %v", thawed, err)
+	}
 }
