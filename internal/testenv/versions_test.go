@@ -42,7 +42,7 @@ func TestContainerdMatrixList(t *testing.T) {
 	for _, e := range m {
 		ids[e.ID] = true
 	}
-	for _, id := range []string{"1.6", "1.7", "2.x"} {
+	for _, id := range []string{"1.6", "1.7", "2.0", "2.x"} {
 		if !ids[id] {
 			t.Errorf("matrix %+v lacks %s", m, id)
 		}
