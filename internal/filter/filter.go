@@ -101,9 +101,15 @@ func FromValues(v url.Values, def Filter) (Filter, error) {
 		}
 		*dst = nil
 		for _, s := range vs {
-			if s = strings.TrimSpace(s); s != "" {
-				*dst = append(*dst, s)
+			// Kind and node names hold no comma: a form's one text box may list several.
+			for _, part := range strings.Split(s, ",") {
+				if part = strings.TrimSpace(part); part != "" {
+					*dst = append(*dst, part)
+				}
 			}
+		}
+		if len(*dst) > MaxValues {
+			return fmt.Errorf("--%s: at most %d values", name, MaxValues)
 		}
 		return nil
 	}
