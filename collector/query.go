@@ -95,10 +95,19 @@ func (s *Server) ListNodes(ctx context.Context, _ *loupev1.ListNodesRequest) (*l
 	if err := s.mayRead(ctx); err != nil {
 		return nil, err
 	}
-	nodes, err := s.store.Nodes(ctx)
+	nodes, err := s.nodes(ctx)
 	if err != nil {
 		s.log.Error("list nodes failed", "err", err)
 		return nil, status.Errorf(codes.Internal, "list nodes: %v", err)
+	}
+	return &loupev1.ListNodesResponse{Nodes: nodes}, nil
+}
+
+// nodes lists the stored nodes with their connection state.
+func (s *Server) nodes(ctx context.Context) ([]*loupev1.Node, error) {
+	nodes, err := s.store.Nodes(ctx)
+	if err != nil {
+		return nil, err
 	}
 	now := time.Now()
 	s.mu.Lock()
@@ -106,5 +115,5 @@ func (s *Server) ListNodes(ctx context.Context, _ *loupev1.ListNodesRequest) (*l
 		n.Connected = s.conns[n.GetName()] > 0 || (n.GetLastSeen() != nil && now.Sub(n.GetLastSeen().AsTime()) < ConnectedWindow)
 	}
 	s.mu.Unlock()
-	return &loupev1.ListNodesResponse{Nodes: nodes}, nil
+	return nodes, nil
 }

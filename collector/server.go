@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/collector/console"
 	"github.com/loupe-dev/loupe/collector/store"
 	_ "github.com/loupe-dev/loupe/collector/store/postgres" // for fleets: several replicas on one database
 	_ "github.com/loupe-dev/loupe/collector/store/sqlite"   // the default backend
@@ -78,6 +79,11 @@ type Config struct {
 	// CaptureMaxBundle one bundle (defaults 20 GiB and 5 GiB).
 	CaptureDir                        string
 	CaptureMaxBytes, CaptureMaxBundle int64
+	// ConsoleListen serves the read-only web console (collector/console);
+	// empty: no console. It uses the server certificate of TLS when one is
+	// set, and ConsoleAuth says who may read.
+	ConsoleListen string
+	ConsoleAuth   console.AuthConfig
 }
 
 func (c *Config) setDefaults() {
@@ -115,6 +121,8 @@ type Server struct {
 	grpcLis  net.Listener
 	http     *http.Server
 	httpLis  net.Listener
+	web      *http.Server // the console
+	webLis   net.Listener
 	mtls     bool
 	ready    atomic.Bool
 	draining chan struct{}
@@ -166,8 +174,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	fail := func(err error) (*Server, error) {
 		s.store.Close()
-		if s.grpcLis != nil {
-			s.grpcLis.Close()
+		for _, l := range []net.Listener{s.grpcLis, s.httpLis, s.webLis} {
+			if l != nil {
+				l.Close()
+			}
 		}
 		return nil, err
 	}
@@ -180,6 +190,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.HTTPListen != "" {
 		if s.httpLis, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 			return fail(fmt.Errorf("HTTP listener (--http-listen %s): %w", cfg.HTTPListen, err))
+		}
+	}
+	if cfg.ConsoleListen != "" {
+		if err := s.newConsole(); err != nil {
+			return fail(err)
 		}
 	}
 	s.grpc = grpc.NewServer(opts...)
@@ -215,6 +230,38 @@ func (s *Server) HTTPAddr() net.Addr {
 	return s.httpLis.Addr()
 }
 
+// ConsoleAddr is the console's address, or nil without one.
+func (s *Server) ConsoleAddr() net.Addr {
+	if s.webLis == nil {
+		return nil
+	}
+	return s.webLis.Addr()
+}
+
+// newConsole prepares the web console on --console-listen: TLS with the
+// collector's server certificate when it has one.
+func (s *Server) newConsole() error {
+	con, err := console.New(console.Config{Store: s.store, Nodes: s.nodes, Auth: s.cfg.ConsoleAuth, Logger: s.log})
+	if err != nil {
+		return err
+	}
+	s.web = &http.Server{Handler: con, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 64 << 10}
+	if s.cfg.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("console TLS (--tls-cert, --tls-key): %w", err)
+		}
+		s.web.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	} else {
+		s.log.Warn("console without TLS: keep --console-listen on loopback or behind a TLS reverse proxy", "listen", s.cfg.ConsoleListen)
+	}
+	if s.webLis, err = net.Listen("tcp", s.cfg.ConsoleListen); err != nil {
+		return fmt.Errorf("console listener (--console-listen %s): %w", s.cfg.ConsoleListen, err)
+	}
+	return nil
+}
+
 // Store is the server's store (for embedding programs and tests).
 func (s *Server) Store() store.Store { return s.store }
 
@@ -226,7 +273,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // hand (commit and ack) and ends with Unavailable so the agent reconnects
 // elsewhere or later; then the store is closed.
 func (s *Server) Serve(ctx context.Context) error {
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() {
 		if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			errc <- fmt.Errorf("gRPC server: %w", err)
@@ -239,6 +286,19 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
+	if s.webLis != nil {
+		go func() {
+			var err error
+			if s.web.TLSConfig != nil {
+				err = s.web.ServeTLS(s.webLis, "", "")
+			} else {
+				err = s.web.Serve(s.webLis)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("console server: %w", err)
+			}
+		}()
+	}
 	pruneCtx, stopPrune := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	if s.cfg.Retention > 0 {
@@ -247,7 +307,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.ready.Store(true)
 	s.log.Info("collector ready", "grpc", s.GRPCAddr().String(), "http", fmt.Sprint(s.HTTPAddr()), "db", s.cfg.DB,
-		"mtls", s.mtls, "insecure", s.cfg.Insecure, "retention", s.cfg.Retention.String(), "version", version.Version)
+		"console", fmt.Sprint(s.ConsoleAddr()), "mtls", s.mtls, "insecure", s.cfg.Insecure, "retention", s.cfg.Retention.String(), "version", version.Version)
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -276,6 +336,11 @@ func (s *Server) shutdown(stopPrune context.CancelFunc, wg *sync.WaitGroup) {
 	defer cancel()
 	if err := s.http.Shutdown(hctx); err != nil {
 		s.log.Warn("HTTP shutdown", "err", err)
+	}
+	if s.web != nil {
+		if err := s.web.Shutdown(hctx); err != nil {
+			s.log.Warn("console shutdown", "err", err)
+		}
 	}
 	if err := s.store.Close(); err != nil {
 		s.log.Error("close store", "err", err)

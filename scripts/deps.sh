@@ -20,6 +20,7 @@ declare -A pkgs=(
   [qemu-system-x86]=qemu-system-x86_64
   [cpio]=cpio
   [postgresql]=/usr/lib/postgresql/15/bin/postgres
+  [chromium]=chromium
 )
 
 missing=()

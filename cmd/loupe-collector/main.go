@@ -13,13 +13,15 @@ import (
 	"syscall"
 
 	"github.com/loupe-dev/loupe/collector"
+	"github.com/loupe-dev/loupe/collector/console"
 	"github.com/loupe-dev/loupe/internal/version"
 )
 
 func main() {
 	var (
-		cfg         collector.Config
-		showVersion bool
+		cfg            collector.Config
+		showVersion    bool
+		trustedProxies string
 	)
 	fs := flag.NewFlagSet("loupe-collector", flag.ExitOnError)
 	fs.Usage = func() {
@@ -38,6 +40,10 @@ func main() {
 	fs.StringVar(&cfg.AdminCN, "admin-cn", collector.DefaultAdminCN, "client certificate CommonName allowed to query and to ingest for any node")
 	fs.StringVar(&cfg.CaptureDir, "capture-dir", "", "directory of evidence bundles (loupe capture); default: captures/ next to the SQLite database")
 	fs.Int64Var(&cfg.CaptureMaxBytes, "capture-max-bytes", collector.DefaultCaptureMaxBytes, "bound of the capture directory, bytes (new captures are refused above it)")
+	fs.StringVar(&cfg.ConsoleListen, "console-listen", "", "serve the read-only web console on this address, e.g. :8443 (off when empty; HTTPS with --tls-cert when set)")
+	fs.StringVar(&cfg.ConsoleAuth.TokenFile, "console-token-file", "", "console bearer tokens, one sha256 per line as sha256sum prints it: printf %s \"$TOKEN\" | sha256sum >> FILE (re-read when it changes)")
+	fs.StringVar(&cfg.ConsoleAuth.ProxyHeader, "console-proxy-header", "", "header holding the user set by an authenticating reverse proxy, e.g. X-Forwarded-Email (oauth2-proxy); needs --console-trusted-proxy")
+	fs.StringVar(&trustedProxies, "console-trusted-proxy", "", "comma-separated addresses or CIDR prefixes the reverse proxy connects from; --console-proxy-header is accepted from these only")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	_ = fs.Parse(os.Args[1:])
 	if v := os.Getenv("LOUPE_DB"); v != "" {
@@ -49,6 +55,11 @@ func main() {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "loupe-collector: unexpected arguments %q\n", fs.Args())
+		os.Exit(2)
+	}
+	var err error
+	if cfg.ConsoleAuth.TrustedProxies, err = console.ParseTrustedProxies([]string{trustedProxies}); err != nil {
+		fmt.Fprintln(os.Stderr, "loupe-collector:", err)
 		os.Exit(2)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))

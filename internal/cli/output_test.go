@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/internal/filter"
 )
 
 func sampleFindings(now time.Time) []*loupev1.Finding {
@@ -138,16 +139,16 @@ func TestParseTimeFlag(t *testing.T) {
 		"90m": now.Add(-90 * time.Minute), "24h": now.Add(-24 * time.Hour), "7d": now.Add(-7 * 24 * time.Hour),
 		"2026-11-01T00:00:00Z": time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
 	} {
-		ts, err := parseTimeFlag("--since", in, now)
+		ts, err := filter.ParseTime("--since", in, now)
 		if err != nil || !ts.AsTime().Equal(want) {
 			t.Errorf("%q: got %v, %v; want %v", in, ts, err, want)
 		}
 	}
-	if ts, err := parseTimeFlag("--since", "", now); ts != nil || err != nil {
+	if ts, err := filter.ParseTime("--since", "", now); ts != nil || err != nil {
 		t.Errorf("empty: %v %v", ts, err)
 	}
 	for _, bad := range []string{"yesterday", "-5h", "1.5d", "d", "5x"} {
-		if _, err := parseTimeFlag("--since", bad, now); err == nil || !strings.Contains(err.Error(), "--since") {
+		if _, err := filter.ParseTime("--since", bad, now); err == nil || !strings.Contains(err.Error(), "--since") {
 			t.Errorf("%q: want an error naming the flag, got %v", bad, err)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,65 +14,34 @@ import (
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/collector/store"
+	"github.com/loupe-dev/loupe/internal/filter"
 )
 
 // queryFilters are the collector query flags shared by `loupe query` and
-// `loupe report`.
+// `loupe report`; the console's URL parameters carry the same filter.Filter.
 type queryFilters struct {
-	since, until, severity string
-	kinds                  []string
-	req                    loupev1.QueryRequest
-	nodes                  []string
-	oldestFirst            bool
-	limit                  uint32
+	filter.Filter
 }
 
 func (q *queryFilters) register(f *pflag.FlagSet, defaultLimit uint32) {
-	f.StringVar(&q.since, "since", "24h", "only findings after this: a duration ago (90m, 24h, 7d) or RFC 3339 time; \"\" for all")
-	f.StringVar(&q.until, "until", "", "only findings before this: a duration ago or RFC 3339 time")
-	f.StringArrayVar(&q.kinds, "kind", nil, "finding kind, e.g. shell_exec, exec_failed, drift_exec (repeatable)")
-	f.StringVar(&q.severity, "severity", "", "minimum severity: info, low, medium, high, critical")
-	f.StringArrayVar(&q.nodes, "node", nil, "node name (repeatable)")
-	f.StringVar(&q.req.Namespace, "namespace", "", "Kubernetes namespace")
-	f.StringVar(&q.req.Pod, "pod", "", "pod name; * matches any characters (api-*)")
-	f.StringVar(&q.req.ContainerId, "container", "", "container id or a prefix of at least 4 characters")
-	f.StringVar(&q.req.Image, "image", "", "image reference; * matches any characters")
-	f.StringVar(&q.req.Sha256, "sha256", "", "file sha256 (hex)")
-	f.StringVar(&q.req.Grep, "grep", "", "case-insensitive text in argv, file path, package or summary")
-	f.Uint32Var(&q.limit, "limit", defaultLimit, "maximum number of findings")
-	f.BoolVar(&q.oldestFirst, "oldest-first", false, "oldest findings first (a timeline)")
+	f.StringVar(&q.Since, "since", "24h", "only findings after this: a duration ago (90m, 24h, 7d) or RFC 3339 time; \"\" for all")
+	f.StringVar(&q.Until, "until", "", "only findings before this: a duration ago or RFC 3339 time")
+	f.StringArrayVar(&q.Kinds, "kind", nil, "finding kind, e.g. shell_exec, exec_failed, drift_exec (repeatable)")
+	f.StringVar(&q.Severity, "severity", "", "minimum severity: info, low, medium, high, critical")
+	f.StringArrayVar(&q.Nodes, "node", nil, "node name (repeatable)")
+	f.StringVar(&q.Namespace, "namespace", "", "Kubernetes namespace")
+	f.StringVar(&q.Pod, "pod", "", "pod name; * matches any characters (api-*)")
+	f.StringVar(&q.Container, "container", "", "container id or a prefix of at least 4 characters")
+	f.StringVar(&q.Image, "image", "", "image reference; * matches any characters")
+	f.StringVar(&q.Sha256, "sha256", "", "file sha256 (hex)")
+	f.StringVar(&q.Grep, "grep", "", "case-insensitive text in argv, file path, package or summary")
+	f.Uint32Var(&q.Limit, "limit", defaultLimit, "maximum number of findings")
+	f.BoolVar(&q.OldestFirst, "oldest-first", false, "oldest findings first (a timeline)")
 }
 
 // request builds the QueryRequest from the flags.
 func (q *queryFilters) request(now time.Time) (*loupev1.QueryRequest, error) {
-	req := &q.req
-	var err error
-	if req.Since, err = parseTimeFlag("--since", q.since, now); err != nil {
-		return nil, err
-	}
-	if req.Until, err = parseTimeFlag("--until", q.until, now); err != nil {
-		return nil, err
-	}
-	req.Kinds = nil
-	for _, k := range q.kinds {
-		kind, err := loupev1.ParseKind(k)
-		if err != nil {
-			return nil, fmt.Errorf("--kind: %w", err)
-		}
-		req.Kinds = append(req.Kinds, kind)
-	}
-	if q.severity != "" {
-		if req.MinSeverity, err = loupev1.ParseSeverity(q.severity); err != nil {
-			return nil, fmt.Errorf("--severity: %w", err)
-		}
-	}
-	req.Nodes = q.nodes
-	req.Limit = q.limit
-	req.Order = loupev1.Order_ORDER_NEWEST_FIRST
-	if q.oldestFirst {
-		req.Order = loupev1.Order_ORDER_OLDEST_FIRST
-	}
-	return req, nil
+	return q.Request(now)
 }
 
 // fetchFindings runs a query against the collector and collects the stream.
@@ -236,37 +204,4 @@ func queryAll(ctx context.Context, cf *clientFlags, req *loupev1.QueryRequest, w
 		cursor, atCur = last, atLast
 		fmt.Fprintf(progress, "%d finding(s) so far, up to %s (%s)\n", total, last.AsTime().Format(time.RFC3339), time.Since(start).Round(time.Second))
 	}
-}
-
-// parseTimeFlag accepts "", a duration before now (Go syntax plus a "d"
-// suffix for days) or an RFC 3339 time.
-func parseTimeFlag(name, v string, now time.Time) (*timestamppb.Timestamp, error) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return nil, nil
-	}
-	if t, err := time.Parse(time.RFC3339, v); err == nil {
-		return timestamppb.New(t), nil
-	}
-	d, err := parseDuration(v)
-	if err != nil {
-		return nil, fmt.Errorf("%s %q: want a duration like 90m, 24h or 7d, or an RFC 3339 time like 2026-01-02T15:04:05Z", name, v)
-	}
-	return timestamppb.New(now.Add(-d)), nil
-}
-
-// parseDuration is time.ParseDuration plus whole days ("7d").
-func parseDuration(v string) (time.Duration, error) {
-	if n, ok := strings.CutSuffix(v, "d"); ok {
-		var days int
-		if _, err := fmt.Sscanf(n, "%d", &days); err != nil || days < 0 || fmt.Sprint(days) != n {
-			return 0, fmt.Errorf("bad day count %q", v)
-		}
-		return time.Duration(days) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err == nil && d < 0 {
-		return 0, fmt.Errorf("negative duration %q", v)
-	}
-	return d, err
 }

@@ -42,7 +42,7 @@ controls by rolled-up status (errors count as failed, as InSpec does).`,
   loupe report hdf --namespace payments --pod 'api-*' -f payments.hdf.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			qf.kinds = []string{"control_result"}
+			qf.Kinds = []string{"control_result"}
 			req, err := qf.request(time.Now())
 			if err != nil {
 				return err

@@ -9,11 +9,12 @@ import (
 
 	"github.com/loupe-dev/loupe/agent"
 	"github.com/loupe-dev/loupe/collector"
+	"github.com/loupe-dev/loupe/collector/console"
 )
 
 func newRunCmd() *cobra.Command {
 	cfg := agent.DefaultConfig()
-	var grpcListen, collectorHTTP, db string
+	var grpcListen, collectorHTTP, db, consoleListen, consoleTokens string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "All-in-one for a single node: the agent and an embedded collector (SQLite) in one process",
@@ -30,7 +31,7 @@ loopback; "loupe query" and "loupe nodes" work against --grpc-listen as with a r
 				db = "sqlite://" + filepath.Join(cfg.StateDir, "collector.db")
 			}
 			srv, err := collector.New(ctx, collector.Config{GRPCListen: grpcListen, HTTPListen: collectorHTTP, DB: db, Insecure: true,
-				Retention: collector.DefaultRetention})
+				Retention: collector.DefaultRetention, ConsoleListen: consoleListen, ConsoleAuth: console.AuthConfig{TokenFile: consoleTokens}})
 			if err != nil {
 				return err
 			}
@@ -53,5 +54,7 @@ loopback; "loupe query" and "loupe nodes" work against --grpc-listen as with a r
 	cmd.Flags().StringVar(&grpcListen, "grpc-listen", "127.0.0.1:7443", "the embedded collector's gRPC address, for loupe query (plaintext: keep it on loopback)")
 	cmd.Flags().StringVar(&collectorHTTP, "collector-http-listen", "", "the embedded collector's /metrics address (off when empty)")
 	cmd.Flags().StringVar(&db, "db", "", "the embedded collector's store (default sqlite://<state-dir>/collector.db)")
+	cmd.Flags().StringVar(&consoleListen, "console-listen", "", "the embedded collector's web console address, e.g. 127.0.0.1:8080 (off when empty; needs --console-token-file)")
+	cmd.Flags().StringVar(&consoleTokens, "console-token-file", "", "console bearer tokens, one sha256 per line: printf %s \"$TOKEN\" | sha256sum > FILE")
 	return cmd
 }
