@@ -248,11 +248,10 @@ func (s *Server) newConsole() error {
 	s.web = &http.Server{Handler: con, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute,
 		MaxHeaderBytes: 64 << 10}
 	if s.cfg.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile)
-		if err != nil {
+		// The server certificate only: browsers bring no client certificate.
+		if s.web.TLSConfig, err = tlsutil.ServerConfig(tlsutil.ServerOptions{CertFile: s.cfg.TLS.CertFile, KeyFile: s.cfg.TLS.KeyFile}); err != nil {
 			return fmt.Errorf("console TLS (--tls-cert, --tls-key): %w", err)
 		}
-		s.web.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	} else {
 		s.log.Warn("console without TLS: keep --console-listen on loopback or behind a TLS reverse proxy", "listen", s.cfg.ConsoleListen)
 	}

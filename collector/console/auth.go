@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -46,6 +47,7 @@ const (
 // auth checks requests against the token file and the trusted proxy.
 type auth struct {
 	cfg AuthConfig
+	log *slog.Logger
 
 	mu      sync.Mutex
 	checked time.Time
@@ -53,16 +55,17 @@ type auth struct {
 	size    int64
 	hashes  map[[32]byte]string // sha256 → name
 	loadErr error
+	logged  string // the last reload error logged
 }
 
-func newAuth(cfg AuthConfig) (*auth, error) {
+func newAuth(cfg AuthConfig, log *slog.Logger) (*auth, error) {
 	if cfg.TokenFile == "" && cfg.ProxyHeader == "" {
 		return nil, errors.New("the console needs --console-token-file or --console-proxy-header: it serves no anonymous access")
 	}
 	if cfg.ProxyHeader != "" && len(cfg.TrustedProxies) == 0 {
 		return nil, errors.New("--console-proxy-header needs --console-trusted-proxy (the addresses of the reverse proxy): the header is accepted from nowhere else")
 	}
-	a := &auth{cfg: cfg}
+	a := &auth{cfg: cfg, log: log}
 	if cfg.TokenFile != "" {
 		if err := a.reload(time.Now(), true); err != nil {
 			return nil, err
@@ -146,7 +149,12 @@ func (a *auth) tokenName(token string, now time.Time) (string, bool) {
 		return "", false
 	}
 	a.mu.Lock()
-	_ = a.reload(now, false)
+	if err := a.reload(now, false); err != nil && err.Error() != a.logged {
+		a.logged = err.Error()
+		a.log.Warn("console token file not reloaded; the last good tokens stay in force", "err", err)
+	} else if err == nil {
+		a.logged = ""
+	}
 	hashes := a.hashes
 	a.mu.Unlock()
 	sum := sha256.Sum256([]byte(token))

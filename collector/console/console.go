@@ -91,7 +91,7 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Nodes == nil {
 		cfg.Nodes = cfg.Store.Nodes
 	}
-	a, err := newAuth(cfg.Auth)
+	a, err := newAuth(cfg.Auth, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -59,7 +60,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	high, err := c.collect(ctx, &loupev1.QueryRequest{Since: tsOf(now.Add(-24 * time.Hour)), MinSeverity: loupev1.Severity_SEVERITY_HIGH,
+	high, err := c.collect(ctx, &loupev1.QueryRequest{Since: timestamppb.New(now.Add(-24 * time.Hour)), MinSeverity: loupev1.Severity_SEVERITY_HIGH,
 		Limit: 20, Order: loupev1.Order_ORDER_NEWEST_FIRST})
 	if err != nil {
 		return err
@@ -252,7 +253,7 @@ func (c *Console) processTree(ctx context.Context, f *loupev1.Finding) (*treeNod
 	}
 	if cid := f.GetContainer().GetId(); cid != "" && p.GetPid() > 0 && len(cid) >= store.MinContainerPrefix {
 		t := f.GetTime().AsTime()
-		later, err := c.collect(ctx, &loupev1.QueryRequest{ContainerId: cid, Since: tsOf(t), Until: tsOf(t.Add(descendantWindow)),
+		later, err := c.collect(ctx, &loupev1.QueryRequest{ContainerId: cid, Since: timestamppb.New(t), Until: timestamppb.New(t.Add(descendantWindow)),
 			Kinds: []loupev1.Kind{loupev1.Kind_KIND_EXEC, loupev1.Kind_KIND_SHELL_EXEC, loupev1.Kind_KIND_EXEC_FAILED, loupev1.Kind_KIND_DRIFT_EXEC},
 			Limit: maxDescendants, Order: loupev1.Order_ORDER_OLDEST_FIRST})
 		if err != nil {
@@ -487,7 +488,7 @@ func (c *Console) images(w http.ResponseWriter, r *http.Request) error {
 			m[key] = row
 			order = append(order, row)
 		}
-		if ref := ct.GetImage(); ref != "" && !contains(row.Refs, ref) && len(row.Refs) < 10 {
+		if ref := ct.GetImage(); ref != "" && !slices.Contains(row.Refs, ref) && len(row.Refs) < 10 {
 			row.Refs = append(row.Refs, ref)
 		}
 		row.Containers[ct.GetId()] = true
@@ -498,15 +499,6 @@ func (c *Console) images(w http.ResponseWriter, r *http.Request) error {
 	}
 	return c.render(w, r, "images", http.StatusOK, map[string]any{"Title": "Images", "Now": now, "F": f, "Images": order,
 		"Full": len(fs) == maxImageProfiles})
-}
-
-func contains(xs []string, x string) bool {
-	for _, s := range xs {
-		if s == x {
-			return true
-		}
-	}
-	return false
 }
 
 // imageFindings are the findings of one image: its reference (exact) and,
@@ -641,6 +633,3 @@ func (c *Console) imageHDF(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Disposition", `attachment; filename="loupe-image.hdf.json"`)
 	return compliance.WriteHDF(w, compliance.RunsFromFindings(fs))
 }
-
-// tsOf is a timestamp for a query bound.
-func tsOf(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }

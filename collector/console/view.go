@@ -16,6 +16,7 @@ import (
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/internal/filter"
+	"github.com/loupe-dev/loupe/internal/humanize"
 	"github.com/loupe-dev/loupe/internal/version"
 )
 
@@ -56,7 +57,7 @@ var funcs = template.FuncMap{
 	"sev":         func(s loupev1.Severity) string { return strings.ToLower(s.ShortName()) },
 	"ts":          formatTS,
 	"tsISO":       func(t *timestamppb.Timestamp) string { return t.AsTime().UTC().Format(time.RFC3339Nano) },
-	"ago":         ago,
+	"ago":         func(now time.Time, t *timestamppb.Timestamp) string { return humanize.Ago(t.AsTime(), now) },
 	"vis":         visible,
 	"argv":        argvLine,
 	"short":       shortID,
@@ -65,13 +66,6 @@ var funcs = template.FuncMap{
 	"imageURL":    imageURL,
 	"findingURL":  func(id string) string { return "/finding/" + url.PathEscape(id) },
 	"mode":        func(m uint32) string { return fmt.Sprintf("%#o", m) },
-	"pct": func(n, of int64) string {
-		if of == 0 {
-			return "0"
-		}
-		return strconv.FormatFloat(float64(n)*100/float64(of), 'f', 1, 64)
-	},
-	"add": func(a, b int) int { return a + b },
 }
 
 func formatTS(t *timestamppb.Timestamp) string {
@@ -79,24 +73,6 @@ func formatTS(t *timestamppb.Timestamp) string {
 		return "—"
 	}
 	return t.AsTime().UTC().Format("2006-01-02 15:04:05Z")
-}
-
-func ago(now time.Time, t *timestamppb.Timestamp) string {
-	if t == nil {
-		return "never"
-	}
-	d := now.Sub(t.AsTime())
-	switch {
-	case d < 0:
-		return "in the future"
-	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d.Hours()))
-	}
-	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
 }
 
 // visible shows s as recorded, with every byte a terminal or a browser
@@ -159,12 +135,12 @@ func searchURL(kv ...string) string {
 		switch kv[i] {
 		case "since":
 			f.Since = kv[i+1]
-		case "pod":
-			f.Pod = globLiteral(kv[i+1])
+		case "pod": // real names hold no '*'; a hostile one matches more, never less
+			f.Pod = kv[i+1]
 		case "namespace":
 			f.Namespace = kv[i+1]
 		case "image":
-			f.Image = globLiteral(kv[i+1])
+			f.Image = kv[i+1]
 		case "sha256":
 			f.Sha256 = kv[i+1]
 		case "container":
@@ -179,11 +155,6 @@ func searchURL(kv ...string) string {
 	}
 	return "/search?" + f.Values().Encode()
 }
-
-// globLiteral: pod and image filters treat '*' as a wildcard; real names
-// hold none, so a name is its own pattern. A name with '*' (hostile data)
-// would match more, never less, which is safe for a link.
-func globLiteral(s string) string { return s }
 
 func timelineURL(c *loupev1.ContainerRef) string {
 	v := url.Values{}

@@ -16,6 +16,7 @@ import (
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/collector"
 	"github.com/loupe-dev/loupe/collector/store/storetest"
+	"github.com/loupe-dev/loupe/internal/humanize"
 	"github.com/loupe-dev/loupe/internal/tlsutil"
 )
 
@@ -121,7 +122,7 @@ func TestIngestQueryNodesAgainstARealCollector(t *testing.T) {
 		t.Fatal(err)
 	}
 	// node-a was last seen at its newest finding, rendered relative to now.
-	lastSeenA := ago(newestFinding(t, examples, "node-a"), time.Now())
+	lastSeenA := humanize.Ago(newestFinding(t, examples, "node-a"), time.Now())
 	for _, want := range []string{"NODE", "node-a", "node-b", "DRIFT_EXEC=1 DRIFT_FILE=1 EXEC_FAILED=1", lastSeenA} {
 		if !strings.Contains(out, want) {
 			t.Errorf("nodes table lacks %q:\n%s", want, out)

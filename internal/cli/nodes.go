@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/internal/humanize"
 )
 
 func newNodesCmd() *cobra.Command {
@@ -61,7 +62,7 @@ func nodesTable(w io.Writer, nodes []*loupev1.Node, now time.Time) error {
 			connected = "yes"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", cell(n.GetName()), cell(n.GetAgentVersion()), connected,
-			ago(n.GetLastSeen().AsTime(), now), n.GetFindings(), cell(topKinds(n.GetFindingsByKind(), 3)))
+			humanize.Ago(n.GetLastSeen().AsTime(), now), n.GetFindings(), cell(topKinds(n.GetFindingsByKind(), 3)))
 	}
 	return tw.Flush()
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/internal/humanize"
 )
 
 // Output formats accepted by -o.
@@ -90,7 +91,7 @@ func findingsTable(w io.Writer, fs []*loupev1.Finding, now time.Time) error {
 			pod = c.GetNamespace() + "/" + c.GetPod()
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			ago(f.GetTime().AsTime(), now), f.GetSeverity().ShortName(), f.GetKind().ShortName(),
+			humanize.Ago(f.GetTime().AsTime(), now), f.GetSeverity().ShortName(), f.GetKind().ShortName(),
 			cell(f.GetNode()), cell(pod), cell(containerLabel(c)), cell(clip(f.GetSummary(), 100)))
 	}
 	return tw.Flush()
@@ -128,26 +129,4 @@ func clip(s string, n int) string {
 		return s
 	}
 	return string(r[:n-1]) + "…"
-}
-
-// ago renders t relative to now for humans ("42s ago", "3m ago", "5h ago",
-// "2d ago"); times older than a week print as a date.
-func ago(t, now time.Time) string {
-	if t.IsZero() || t.Unix() <= 0 {
-		return "-"
-	}
-	d := now.Sub(t)
-	switch {
-	case d < 0:
-		return t.UTC().Format(time.RFC3339)
-	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d.Hours()))
-	case d < 7*24*time.Hour:
-		return fmt.Sprintf("%dd ago", int(d.Hours()/24))
-	}
-	return t.UTC().Format("2006-01-02 15:04")
 }

@@ -39,11 +39,6 @@ func (q *queryFilters) register(f *pflag.FlagSet, defaultLimit uint32) {
 	f.BoolVar(&q.OldestFirst, "oldest-first", false, "oldest findings first (a timeline)")
 }
 
-// request builds the QueryRequest from the flags.
-func (q *queryFilters) request(now time.Time) (*loupev1.QueryRequest, error) {
-	return q.Request(now)
-}
-
 // fetchFindings runs a query against the collector and collects the stream.
 func fetchFindings(ctx context.Context, cf *clientFlags, req *loupev1.QueryRequest) ([]*loupev1.Finding, error) {
 	conn, err := cf.dial(ctx)
@@ -90,7 +85,7 @@ func newQueryCmd() *cobra.Command {
 			if err := checkFormat(format); err != nil {
 				return err
 			}
-			req, err := qf.request(time.Now())
+			req, err := qf.Request(time.Now())
 			if err != nil {
 				return err
 			}

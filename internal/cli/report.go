@@ -43,7 +43,7 @@ controls by rolled-up status (errors count as failed, as InSpec does).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			qf.Kinds = []string{"control_result"}
-			req, err := qf.request(time.Now())
+			req, err := qf.Request(time.Now())
 			if err != nil {
 				return err
 			}

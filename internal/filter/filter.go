@@ -96,7 +96,7 @@ func FromValues(v url.Values, def Filter) (Filter, error) {
 		if !ok {
 			return nil
 		}
-		if len(vs) > MaxValues {
+		if len(vs) > MaxValues { // before splitting: bounds the work as well as the result
 			return fmt.Errorf("--%s: at most %d values", name, MaxValues)
 		}
 		*dst = nil
@@ -133,11 +133,15 @@ func FromValues(v url.Values, def Filter) (Filter, error) {
 		f.Limit = uint32(n)
 	}
 	if vs, ok := v[pOldestFirst]; ok && len(vs) > 0 {
-		b, err := strconv.ParseBool(strings.TrimSpace(vs[0]))
-		if err != nil && vs[0] != "on" {
+		s := strings.TrimSpace(vs[0])
+		if s == "on" { // an HTML checkbox without a value
+			s = "true"
+		}
+		b, err := strconv.ParseBool(s)
+		if err != nil {
 			return Filter{}, fmt.Errorf("--oldest-first %q: want true or false", vs[0])
 		}
-		f.OldestFirst = b || vs[0] == "on"
+		f.OldestFirst = b
 	}
 	return f, nil
 }
@@ -151,10 +155,7 @@ func (f Filter) Values() url.Values {
 			v.Set(name, s)
 		}
 	}
-	set(pSince, f.Since)
-	if f.Since == "" {
-		v.Set(pSince, "") // "" means all time, which differs from a page's default
-	}
+	v.Set(pSince, f.Since) // always: "" means all time, which differs from a page's default
 	set(pUntil, f.Until)
 	set(pSeverity, f.Severity)
 	set(pNamespace, f.Namespace)
