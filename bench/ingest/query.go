@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -221,44 +219,9 @@ func buildQueryDB(ctx context.Context, dsn string, rows int) error {
 		return err
 	}
 	defer st.Close()
-	now := time.Now()
-	span := time.Duration(queryDays) * 24 * time.Hour
-	step := span / time.Duration(rows)
-	const chunk, writers = 5000, 2
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rngs := make([]*rand.Rand, queryNodes)
-			for i := range rngs {
-				rngs[i] = storetest.NewRand(uint64(i*writers + w))
-			}
-			for i := w * chunk; i < rows; i += writers * chunk {
-				b := make([]*loupev1.Finding, 0, chunk)
-				for j := i; j < min(i+chunk, rows); j++ {
-					b = append(b, storetest.Realistic(rngs[j%queryNodes], now.Add(-span+time.Duration(j)*step), fmt.Sprintf("bench-node-%02d", j%queryNodes)))
-				}
-				if _, err := st.Ingest(ctx, store.NodeInfo{Name: "bench-loader"}, b); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-					return
-				}
-				if i/chunk%200 == 0 {
-					fmt.Fprintf(os.Stderr, "bench/ingest: query database %d/%d findings\n", i, rows)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return first
+	return storetest.Fill(ctx, st, rows, queryNodes, time.Duration(queryDays)*24*time.Hour, time.Now(), func(done int) {
+		fmt.Fprintf(os.Stderr, "bench/ingest: query database %d/%d findings\n", done, rows)
+	})
 }
 
 // optimize refreshes the planner statistics of dsn's store (ANALYZE, PRAGMA optimize).

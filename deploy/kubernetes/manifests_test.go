@@ -375,3 +375,80 @@ func TestPostgresOverlay(t *testing.T) {
 		t.Error("replicas are not spread over nodes")
 	}
 }
+
+// TestConsoleComponent builds components/console on the base and on the
+// postgres overlay (which replaces the collector's args, so the order of
+// components matters): the console flags, its port on the Pod and the
+// Service, the token Secret mounted read-only, and a NetworkPolicy rule.
+func TestConsoleComponent(t *testing.T) {
+	root, _ := buildDirs(t)
+	for _, parent := range []string{"base", "overlays/postgres"} {
+		t.Run(parent, func(t *testing.T) {
+			dir := filepath.Join(root, "test-console-"+strings.ReplaceAll(parent, "/", "-"))
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../" + parent +
+				"\ncomponents:\n  - ../components/console\n"
+			if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			objs, err := Build(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var (
+				dep *appsv1.Deployment
+				svc *corev1.Service
+				np  *networkingv1.NetworkPolicy
+			)
+			for _, o := range objs {
+				switch v := o.Value.(type) {
+				case *appsv1.Deployment:
+					if v.Name == "loupe-collector" {
+						dep = v
+					}
+				case *corev1.Service:
+					if v.Name == "loupe-collector" {
+						svc = v
+					}
+				case *networkingv1.NetworkPolicy:
+					if v.Name == "loupe-collector" {
+						np = v
+					}
+				}
+			}
+			if dep == nil || svc == nil || np == nil {
+				t.Fatalf("missing objects: deployment %v service %v networkpolicy %v", dep != nil, svc != nil, np != nil)
+			}
+			c := dep.Spec.Template.Spec.Containers[0]
+			for _, want := range []string{"--console-listen=:8443", "--console-token-file=/etc/loupe/console/tokens", "--tls-cert=/etc/loupe/tls/tls.crt"} {
+				if !slices.Contains(c.Args, want) {
+					t.Errorf("collector args %v lack %s", c.Args, want)
+				}
+			}
+			if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "console" && p.ContainerPort == 8443 }) {
+				t.Errorf("container ports %v: no console 8443", c.Ports)
+			}
+			if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+				return m.Name == "console-tokens" && m.MountPath == "/etc/loupe/console" && m.ReadOnly
+			}) {
+				t.Errorf("volume mounts %v: no read-only console-tokens at /etc/loupe/console", c.VolumeMounts)
+			}
+			if !slices.ContainsFunc(dep.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+				return v.Name == "console-tokens" && v.Secret != nil && v.Secret.SecretName == "loupe-console-tokens"
+			}) {
+				t.Errorf("volumes %v: no Secret loupe-console-tokens", dep.Spec.Template.Spec.Volumes)
+			}
+			if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "console" && p.Port == 8443 }) {
+				t.Errorf("service ports %v: no console 8443", svc.Spec.Ports)
+			}
+			if !slices.ContainsFunc(np.Spec.Ingress, func(r networkingv1.NetworkPolicyIngressRule) bool {
+				return len(r.Ports) == 1 && r.Ports[0].Port.IntValue() == 8443 && len(r.From) == 1 &&
+					r.From[0].NamespaceSelector != nil && r.From[0].NamespaceSelector.MatchLabels["loupe.dev/console"] == "allow"
+			}) {
+				t.Errorf("network policy %+v: no rule admitting namespaces labelled loupe.dev/console=allow on 8443", np.Spec.Ingress)
+			}
+		})
+	}
+}

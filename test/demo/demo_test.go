@@ -5,9 +5,16 @@ package demo
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -51,10 +58,18 @@ func TestDemo(t *testing.T) {
 	if err := os.WriteFile(rules, []byte("version: 1\nrules: []\ncapture:\n  enabled: true\n  namespaces: [payments]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	say("Starting `loupe run` (agent with eBPF exec tracer + embedded collector, SQLite)")
+	// The web console, with one random token whose sha256 is the token file.
+	consoleAddr, token := consoleAddr(t), randomToken(t)
+	tokens := filepath.Join(t.TempDir(), "console-tokens")
+	sum := sha256.Sum256([]byte(token))
+	if err := os.WriteFile(tokens, []byte(hex.EncodeToString(sum[:])+"  demo\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	say("Starting `loupe run` (agent with eBPF exec tracer + embedded collector, SQLite, web console)")
 	run := exec.Command(filepath.Join(bin, "loupe"), "run", "--node-name", "demo-node",
 		"--containerd-socket", env.Address(), "--containerd-state", env.State(),
-		"--state-dir", t.TempDir(), "--grpc-listen", grpcAddr, "--http-listen", httpAddr, "--rules", rules)
+		"--state-dir", t.TempDir(), "--grpc-listen", grpcAddr, "--http-listen", httpAddr, "--rules", rules,
+		"--console-listen", consoleAddr, "--console-token-file", tokens)
 	logf, err := os.Create(filepath.Join(t.TempDir(), "loupe-run.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +143,59 @@ func TestDemo(t *testing.T) {
 		"--reason", "INC-4711: shell attempts and a dropped binary on api", "--save", bundle)
 	say("The bundle, checked offline:  loupe capture verify api.tar.gz")
 	cli(t, bin, "capture", "verify", bundle)
+	say("The SOC console: http://%s/  (token %s)", consoleAddr, token)
+	overview := consoleGet(t, "http://"+consoleAddr+"/", token)
+	if !strings.Contains(overview, "demo-node") || !strings.Contains(overview, api.Name()) {
+		t.Fatalf("the console overview does not show the node and the attacked pod:\n%s", overview)
+	}
+	fmt.Printf("overview shows node demo-node and payments/%s; pod timeline: http://%s/timeline?namespace=payments&pod=%s\n", api.Name(), consoleAddr, api.Name())
+	if os.Getenv("LOUPE_DEMO_KEEP") == "1" {
+		fmt.Println("LOUPE_DEMO_KEEP=1: everything stays up; sign in with the token above, press Ctrl-C to clean up")
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		<-ctx.Done()
+		stop()
+	} else {
+		fmt.Println("(LOUPE_DEMO_KEEP=1 make demo keeps the pods, the agent and the console up until Ctrl-C)")
+	}
 	say("Done in %s; cleaning up (containers, pods, containerd)", time.Since(start).Round(time.Second))
+}
+
+// consoleAddr is 127.0.0.1:8080 when it is free (an address easy to type),
+// else any free loopback port.
+func consoleAddr(t *testing.T) string {
+	if l, err := net.Listen("tcp", "127.0.0.1:8080"); err == nil {
+		l.Close()
+		return "127.0.0.1:8080"
+	}
+	return testenv.FreeAddr(t)
+}
+
+func randomToken(t *testing.T) string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// consoleGet fetches a console page with the bearer token; it fails on any status but 200.
+func consoleGet(t *testing.T, url, token string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
 }
 
 type querier struct {
