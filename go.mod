@@ -36,8 +36,10 @@ require (
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
 	github.com/josharian/intern v1.0.0 // indirect
+	github.com/leodido/go-syslog/v4 v4.6.0 // indirect
 	github.com/mailru/easyjson v0.7.7 // indirect
 	github.com/opencontainers/image-spec v1.1.1 // indirect
+	k8s.io/apiserver v0.37.2 // indirect
 )
 
 require (

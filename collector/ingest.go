@@ -175,6 +175,9 @@ func (s *Server) ingestBatch(ctx context.Context, req *loupev1.IngestRequest, an
 	if req.GetReplay() && anyNode {
 		sender = store.NodeInfo{} // a replay client is not an agent: no node entry for it
 	}
+	// Outputs first: a finding is pushed at least once even when the
+	// collector dies between the commit and the ack (the agent resends).
+	s.outputs.Enqueue(valid)
 	res, err := s.store.Ingest(cctx, sender, valid)
 	s.m.commit.Observe(time.Since(start).Seconds())
 	if err != nil {

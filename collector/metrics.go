@@ -15,6 +15,9 @@ type metrics struct {
 	duplicates prometheus.Counter
 	pruned     prometheus.Counter
 	storeErrs  prometheus.Counter
+
+	auditBatches *prometheus.CounterVec
+	auditEvents  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -48,11 +51,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "loupe", Subsystem: "collector", Name: "store_errors_total",
 			Help: "Ingest batches whose store transaction failed (not acknowledged; the agent resends them).",
 		}),
+		auditBatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "loupe", Subsystem: "collector", Name: "audit_batches_total",
+			Help: "Audit webhook requests by result: ok, bad_batch (refused: not an audit.k8s.io/v1 EventList, or too large), unauthenticated, store_error.",
+		}, []string{"result"}),
+		auditEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "loupe", Subsystem: "collector", Name: "audit_events_total",
+			Help: "Kubernetes audit events received, by result: stored, duplicate (another stage or a resend), ignored (not one Loupe keeps), invalid.",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{"ok", "bad_batch", "unauthenticated", "store_error"} {
+		m.auditBatches.WithLabelValues(r)
+	}
+	for _, r := range []string{"stored", "duplicate", "ignored", "invalid"} {
+		m.auditEvents.WithLabelValues(r)
 	}
 	for _, r := range Reasons {
 		m.rejected.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{m.ingested, m.rejected, m.commit, m.connected, m.duplicates, m.pruned, m.storeErrs} {
+	for _, c := range []prometheus.Collector{m.ingested, m.rejected, m.commit, m.connected, m.duplicates, m.pruned, m.storeErrs, m.auditBatches, m.auditEvents} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

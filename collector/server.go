@@ -84,6 +84,12 @@ type Config struct {
 	// set, and ConsoleAuth says who may read.
 	ConsoleListen string
 	ConsoleAuth   console.AuthConfig
+	// AuditListen serves the Kubernetes audit webhook backend (HTTPS on
+	// AuditPath; needs TLS); empty: none. The API server authenticates with
+	// a client certificate signed by the client CA whose CommonName is
+	// AuditClientCN (default "kube-apiserver"), or a bearer token whose
+	// sha256 is in AuditTokenFile.
+	AuditListen, AuditTokenFile, AuditClientCN string
 }
 
 func (c *Config) setDefaults() {
@@ -95,6 +101,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AdminCN == "" {
 		c.AdminCN = DefaultAdminCN
+	}
+	if c.AuditClientCN == "" {
+		c.AuditClientCN = DefaultAuditClientCN
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 30 * time.Second
@@ -123,6 +132,9 @@ type Server struct {
 	httpLis  net.Listener
 	web      *http.Server // the console
 	webLis   net.Listener
+	auditSrv *http.Server // the audit webhook
+	auditLis net.Listener
+	outputs  outbox
 	mtls     bool
 	ready    atomic.Bool
 	draining chan struct{}
@@ -139,7 +151,7 @@ type Server struct {
 // starts them. Errors name the flag or file at fault.
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, draining: make(chan struct{}), conns: map[string]int{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, draining: make(chan struct{}), conns: map[string]int{}, outputs: noOutputs{}}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()
 		s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.NewBuildInfo())
@@ -174,7 +186,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	fail := func(err error) (*Server, error) {
 		s.store.Close()
-		for _, l := range []net.Listener{s.grpcLis, s.httpLis, s.webLis} {
+		for _, l := range []net.Listener{s.grpcLis, s.httpLis, s.webLis, s.auditLis} {
 			if l != nil {
 				l.Close()
 			}
@@ -194,6 +206,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.ConsoleListen != "" {
 		if err := s.newConsole(); err != nil {
+			return fail(err)
+		}
+	}
+	if cfg.AuditListen != "" {
+		if err := s.newAuditWeb(); err != nil {
 			return fail(err)
 		}
 	}
@@ -261,6 +278,22 @@ func (s *Server) newConsole() error {
 	return nil
 }
 
+// AuditAddr is the audit webhook's address, or nil without one.
+func (s *Server) AuditAddr() net.Addr {
+	if s.auditLis == nil {
+		return nil
+	}
+	return s.auditLis.Addr()
+}
+
+// outbox takes the findings about to be stored, for the outputs.
+type outbox interface{ Enqueue([]*loupev1.Finding) }
+
+// noOutputs is the outbox without --output.
+type noOutputs struct{}
+
+func (noOutputs) Enqueue([]*loupev1.Finding) {}
+
 // Store is the server's store (for embedding programs and tests).
 func (s *Server) Store() store.Store { return s.store }
 
@@ -272,7 +305,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // hand (commit and ack) and ends with Unavailable so the agent reconnects
 // elsewhere or later; then the store is closed.
 func (s *Server) Serve(ctx context.Context) error {
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() {
 		if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			errc <- fmt.Errorf("gRPC server: %w", err)
@@ -298,6 +331,13 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
+	if s.auditLis != nil {
+		go func() {
+			if err := s.auditSrv.ServeTLS(s.auditLis, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("audit webhook server: %w", err)
+			}
+		}()
+	}
 	pruneCtx, stopPrune := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	if s.cfg.Retention > 0 {
@@ -306,7 +346,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.ready.Store(true)
 	s.log.Info("collector ready", "grpc", s.GRPCAddr().String(), "http", fmt.Sprint(s.HTTPAddr()), "db", s.cfg.DB,
-		"console", fmt.Sprint(s.ConsoleAddr()), "mtls", s.mtls, "insecure", s.cfg.Insecure, "retention", s.cfg.Retention.String(), "version", version.Version)
+		"console", fmt.Sprint(s.ConsoleAddr()), "audit", fmt.Sprint(s.AuditAddr()), "mtls", s.mtls, "insecure", s.cfg.Insecure, "retention", s.cfg.Retention.String(), "version", version.Version)
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -339,6 +379,11 @@ func (s *Server) shutdown(stopPrune context.CancelFunc, wg *sync.WaitGroup) {
 	if s.web != nil {
 		if err := s.web.Shutdown(hctx); err != nil {
 			s.log.Warn("console shutdown", "err", err)
+		}
+	}
+	if s.auditSrv != nil {
+		if err := s.auditSrv.Shutdown(hctx); err != nil {
+			s.log.Warn("audit webhook shutdown", "err", err)
 		}
 	}
 	if err := s.store.Close(); err != nil {

@@ -2,12 +2,14 @@ package collector
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/collector/correlate"
 )
 
 // Rejection reasons: the values of Rejection.reason and of the reason label
@@ -24,11 +26,12 @@ const (
 	ReasonInvalidSeverity = "invalid_severity"
 	ReasonNodeMismatch    = "node_mismatch"
 	ReasonTooLarge        = "too_large"
+	ReasonAuditFromNode   = "audit_from_node"
 )
 
 // Reasons lists every rejection reason.
 var Reasons = []string{ReasonEmpty, ReasonMissingID, ReasonInvalidID, ReasonMissingKind, ReasonInvalidKind,
-	ReasonMissingTime, ReasonInvalidTime, ReasonMissingSeverity, ReasonInvalidSeverity, ReasonNodeMismatch, ReasonTooLarge}
+	ReasonMissingTime, ReasonInvalidTime, ReasonMissingSeverity, ReasonInvalidSeverity, ReasonNodeMismatch, ReasonTooLarge, ReasonAuditFromNode}
 
 // Bounds on one finding. Agents bound what they collect far below these;
 // anything larger is broken or hostile.
@@ -92,6 +95,13 @@ func ValidateFinding(f *loupev1.Finding, node string, anyNode bool) *loupev1.Rej
 	case f.GetNode() != node && !anyNode:
 		return rej(ReasonNodeMismatch, "finding %s is for node %q but the stream speaks for %q", id, truncate(f.GetNode(), 64), node)
 	}
+	if (f.GetAudit() != nil || slices.Contains(correlate.AuditKinds, f.GetKind())) && !anyNode {
+		// Who did it comes from the API server's audit webhook, or from an
+		// admin replaying an export: a node must not name users.
+		return rej(ReasonAuditFromNode, "finding %s is a Kubernetes audit event: those come from the audit webhook (--audit-listen), not from agents", id)
+	}
+	// Computed when read, never taken from a sender.
+	f.Links, f.K8SUser = nil, f.GetAudit().GetUser()
 	if n := len(f.GetProcess().GetArgv()); n > MaxArgv {
 		return rej(ReasonTooLarge, "finding %s has %d argv entries (max %d)", id, n, MaxArgv)
 	}

@@ -67,6 +67,18 @@ const (
 	// A forensic evidence bundle of the container was captured (loupe capture);
 	// details carry the capture id, bundle sha256 and size, who asked and why.
 	Kind_KIND_CAPTURE Kind = 17
+	// Kubernetes audit: someone ran a command in a pod (pods/exec: kubectl exec).
+	Kind_KIND_K8S_EXEC Kind = 18
+	// Kubernetes audit: someone attached to a pod's running process (pods/attach: kubectl attach).
+	Kind_KIND_K8S_ATTACH Kind = 19
+	// Kubernetes audit: someone forwarded a port of a pod (pods/portforward).
+	Kind_KIND_K8S_PORTFORWARD Kind = 20
+	// Kubernetes audit: someone added an ephemeral container to a pod (kubectl debug).
+	Kind_KIND_K8S_DEBUG Kind = 21
+	// Kubernetes audit: someone reached a node's kubelet through the API server (nodes/proxy).
+	Kind_KIND_K8S_NODE_PROXY Kind = 22
+	// Kubernetes audit: a pod was created with hostPID, hostNetwork, hostIPC or a privileged container.
+	Kind_KIND_K8S_PRIVILEGED_POD Kind = 23
 )
 
 // Enum value maps for Kind.
@@ -90,6 +102,12 @@ var (
 		15: "KIND_TOOL_PRESENT",
 		16: "KIND_EXEC",
 		17: "KIND_CAPTURE",
+		18: "KIND_K8S_EXEC",
+		19: "KIND_K8S_ATTACH",
+		20: "KIND_K8S_PORTFORWARD",
+		21: "KIND_K8S_DEBUG",
+		22: "KIND_K8S_NODE_PROXY",
+		23: "KIND_K8S_PRIVILEGED_POD",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":         0,
@@ -110,6 +128,12 @@ var (
 		"KIND_TOOL_PRESENT":        15,
 		"KIND_EXEC":                16,
 		"KIND_CAPTURE":             17,
+		"KIND_K8S_EXEC":            18,
+		"KIND_K8S_ATTACH":          19,
+		"KIND_K8S_PORTFORWARD":     20,
+		"KIND_K8S_DEBUG":           21,
+		"KIND_K8S_NODE_PROXY":      22,
+		"KIND_K8S_PRIVILEGED_POD":  23,
 	}
 )
 
@@ -966,6 +990,264 @@ func (x *Package) GetLicense() string {
 	return ""
 }
 
+// K8sAudit is the Kubernetes API request behind a K8S_* finding, from the
+// API server's audit log (audit.k8s.io/v1 Event).
+type K8SAudit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Audit id of the request (Event.auditID).
+	AuditId string `protobuf:"bytes,1,opt,name=audit_id,json=auditId,proto3" json:"audit_id,omitempty"`
+	// Authenticated user name.
+	User string `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	// Groups of the authenticated user.
+	Groups []string `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"`
+	// User the request impersonated (kubectl --as), when it did.
+	ImpersonatedUser string `protobuf:"bytes,4,opt,name=impersonated_user,json=impersonatedUser,proto3" json:"impersonated_user,omitempty"`
+	// Groups the request impersonated.
+	ImpersonatedGroups []string `protobuf:"bytes,5,rep,name=impersonated_groups,json=impersonatedGroups,proto3" json:"impersonated_groups,omitempty"`
+	// Source addresses of the request, the client first (X-Forwarded-For, then the peer).
+	SourceIps []string `protobuf:"bytes,6,rep,name=source_ips,json=sourceIps,proto3" json:"source_ips,omitempty"`
+	// User agent of the client (e.g. kubectl/v1.31.0 (linux/amd64)).
+	UserAgent string `protobuf:"bytes,7,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	// Verb (create, get, patch, …).
+	Verb string `protobuf:"bytes,8,opt,name=verb,proto3" json:"verb,omitempty"`
+	// Request URI as the API server recorded it.
+	RequestUri string `protobuf:"bytes,9,opt,name=request_uri,json=requestUri,proto3" json:"request_uri,omitempty"`
+	// Command of an exec or debug, from the URI's command= parameters or the ephemeral container.
+	Command []string `protobuf:"bytes,10,rep,name=command,proto3" json:"command,omitempty"`
+	// HTTP status code of the response (101 for an upgraded exec stream).
+	ResponseCode int32 `protobuf:"varint,11,opt,name=response_code,json=responseCode,proto3" json:"response_code,omitempty"`
+	// Audit stage the event was recorded at (ResponseStarted, ResponseComplete, Panic).
+	Stage string `protobuf:"bytes,12,opt,name=stage,proto3" json:"stage,omitempty"`
+	// Why the request was refused, when it was (responseStatus.message).
+	ResponseMessage string `protobuf:"bytes,13,opt,name=response_message,json=responseMessage,proto3" json:"response_message,omitempty"`
+	// Authorization decision annotation (authorization.k8s.io/decision), when present.
+	Decision      string `protobuf:"bytes,14,opt,name=decision,proto3" json:"decision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *K8SAudit) Reset() {
+	*x = K8SAudit{}
+	mi := &file_loupe_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *K8SAudit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*K8SAudit) ProtoMessage() {}
+
+func (x *K8SAudit) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use K8SAudit.ProtoReflect.Descriptor instead.
+func (*K8SAudit) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *K8SAudit) GetAuditId() string {
+	if x != nil {
+		return x.AuditId
+	}
+	return ""
+}
+
+func (x *K8SAudit) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *K8SAudit) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *K8SAudit) GetImpersonatedUser() string {
+	if x != nil {
+		return x.ImpersonatedUser
+	}
+	return ""
+}
+
+func (x *K8SAudit) GetImpersonatedGroups() []string {
+	if x != nil {
+		return x.ImpersonatedGroups
+	}
+	return nil
+}
+
+func (x *K8SAudit) GetSourceIps() []string {
+	if x != nil {
+		return x.SourceIps
+	}
+	return nil
+}
+
+func (x *K8SAudit) GetUserAgent() string {
+	if x != nil {
+		return x.UserAgent
+	}
+	return ""
+}
+
+func (x *K8SAudit) GetVerb() string {
+	if x != nil {
+		return x.Verb
+	}
+	return ""
+}
+
+func (x *K8SAudit) GetRequestUri() string {
+	if x != nil {
+		return x.RequestUri
+	}
+	return ""
+}
+
+func (x *K8SAudit) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *K8SAudit) GetResponseCode() int32 {
+	if x != nil {
+		return x.ResponseCode
+	}
+	return 0
+}
+
+func (x *K8SAudit) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *K8SAudit) GetResponseMessage() string {
+	if x != nil {
+		return x.ResponseMessage
+	}
+	return ""
+}
+
+func (x *K8SAudit) GetDecision() string {
+	if x != nil {
+		return x.Decision
+	}
+	return ""
+}
+
+// Link ties a finding to a related one. Links are computed by the collector
+// when findings are read (never stored, never sent by agents): they join
+// Kubernetes audit events and the node findings they caused.
+type Link struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the related finding.
+	FindingId string `protobuf:"bytes,1,opt,name=finding_id,json=findingId,proto3" json:"finding_id,omitempty"`
+	// Its kind.
+	Kind Kind `protobuf:"varint,2,opt,name=kind,proto3,enum=loupe.v1.Kind" json:"kind,omitempty"`
+	// Its time.
+	Time *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	// Its node ("" for audit events).
+	Node string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	// The Kubernetes user of the audit event of the pair.
+	User string `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
+	// How it relates: "requested_by" (the audit event behind this node
+	// finding), "caused" (a node finding this audit event caused).
+	Relation      string `protobuf:"bytes,6,opt,name=relation,proto3" json:"relation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Link) Reset() {
+	*x = Link{}
+	mi := &file_loupe_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Link) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Link) ProtoMessage() {}
+
+func (x *Link) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Link.ProtoReflect.Descriptor instead.
+func (*Link) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Link) GetFindingId() string {
+	if x != nil {
+		return x.FindingId
+	}
+	return ""
+}
+
+func (x *Link) GetKind() Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return Kind_KIND_UNSPECIFIED
+}
+
+func (x *Link) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Link) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Link) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Link) GetRelation() string {
+	if x != nil {
+		return x.Relation
+	}
+	return ""
+}
+
 // Finding is one thing Loupe observed on a node.
 type Finding struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -998,14 +1280,22 @@ type Finding struct {
 	// Extra details (bounded): e.g. image profile, runtime error text.
 	Details map[string]string `protobuf:"bytes,14,rep,name=details,proto3" json:"details,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Version of the agent that produced the finding.
-	AgentVersion  string `protobuf:"bytes,15,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	AgentVersion string `protobuf:"bytes,15,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// The Kubernetes API request, for K8S_* findings (audit webhook).
+	Audit *K8SAudit `protobuf:"bytes,16,opt,name=audit,proto3" json:"audit,omitempty"`
+	// Related findings, computed when read (see Link); ignored on ingest.
+	Links []*Link `protobuf:"bytes,17,rep,name=links,proto3" json:"links,omitempty"`
+	// The Kubernetes user behind the finding: the audit event's user for K8S_*
+	// findings and, computed when read, the user of the linked audit event for
+	// runtime execs and the processes they started; "" when unknown.
+	K8SUser       string `protobuf:"bytes,18,opt,name=k8s_user,json=k8sUser,proto3" json:"k8s_user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Finding) Reset() {
 	*x = Finding{}
-	mi := &file_loupe_proto_msgTypes[6]
+	mi := &file_loupe_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1307,7 @@ func (x *Finding) String() string {
 func (*Finding) ProtoMessage() {}
 
 func (x *Finding) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[6]
+	mi := &file_loupe_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1320,7 @@ func (x *Finding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Finding.ProtoReflect.Descriptor instead.
 func (*Finding) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{6}
+	return file_loupe_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Finding) GetId() string {
@@ -1138,6 +1428,27 @@ func (x *Finding) GetAgentVersion() string {
 	return ""
 }
 
+func (x *Finding) GetAudit() *K8SAudit {
+	if x != nil {
+		return x.Audit
+	}
+	return nil
+}
+
+func (x *Finding) GetLinks() []*Link {
+	if x != nil {
+		return x.Links
+	}
+	return nil
+}
+
+func (x *Finding) GetK8SUser() string {
+	if x != nil {
+		return x.K8SUser
+	}
+	return ""
+}
+
 // IngestRequest is one batch of findings sent on the Ingest stream.
 type IngestRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1159,7 +1470,7 @@ type IngestRequest struct {
 
 func (x *IngestRequest) Reset() {
 	*x = IngestRequest{}
-	mi := &file_loupe_proto_msgTypes[7]
+	mi := &file_loupe_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1482,7 @@ func (x *IngestRequest) String() string {
 func (*IngestRequest) ProtoMessage() {}
 
 func (x *IngestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[7]
+	mi := &file_loupe_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1495,7 @@ func (x *IngestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRequest.ProtoReflect.Descriptor instead.
 func (*IngestRequest) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{7}
+	return file_loupe_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *IngestRequest) GetSequence() uint64 {
@@ -1239,7 +1550,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_loupe_proto_msgTypes[8]
+	mi := &file_loupe_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1562,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[8]
+	mi := &file_loupe_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1575,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{8}
+	return file_loupe_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Rejection) GetIndex() uint32 {
@@ -1312,7 +1623,7 @@ type IngestResponse struct {
 
 func (x *IngestResponse) Reset() {
 	*x = IngestResponse{}
-	mi := &file_loupe_proto_msgTypes[9]
+	mi := &file_loupe_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1635,7 @@ func (x *IngestResponse) String() string {
 func (*IngestResponse) ProtoMessage() {}
 
 func (x *IngestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[9]
+	mi := &file_loupe_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1648,7 @@ func (x *IngestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestResponse.ProtoReflect.Descriptor instead.
 func (*IngestResponse) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{9}
+	return file_loupe_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *IngestResponse) GetAckedSequence() uint64 {
@@ -1396,14 +1707,17 @@ type QueryRequest struct {
 	// Maximum number of findings (0: the server's default, 1000).
 	Limit uint32 `protobuf:"varint,12,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Result order.
-	Order         Order `protobuf:"varint,13,opt,name=order,proto3,enum=loupe.v1.Order" json:"order,omitempty"`
+	Order Order `protobuf:"varint,13,opt,name=order,proto3,enum=loupe.v1.Order" json:"order,omitempty"`
+	// Kubernetes user ('*' matches any run of characters): the K8S_* audit
+	// events of that user and the node findings linked to them.
+	User          string `protobuf:"bytes,14,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_loupe_proto_msgTypes[10]
+	mi := &file_loupe_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1729,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[10]
+	mi := &file_loupe_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1742,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{10}
+	return file_loupe_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *QueryRequest) GetSince() *timestamppb.Timestamp {
@@ -1522,6 +1836,13 @@ func (x *QueryRequest) GetOrder() Order {
 	return Order_ORDER_UNSPECIFIED
 }
 
+func (x *QueryRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
 // QueryResponse carries one chunk of the query result.
 type QueryResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1533,7 +1854,7 @@ type QueryResponse struct {
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_loupe_proto_msgTypes[11]
+	mi := &file_loupe_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1866,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[11]
+	mi := &file_loupe_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1879,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{11}
+	return file_loupe_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *QueryResponse) GetFindings() []*Finding {
@@ -1577,7 +1898,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_loupe_proto_msgTypes[12]
+	mi := &file_loupe_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1589,7 +1910,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[12]
+	mi := &file_loupe_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1602,7 +1923,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{12}
+	return file_loupe_proto_rawDescGZIP(), []int{14}
 }
 
 // Node is an agent known to the collector.
@@ -1630,7 +1951,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_loupe_proto_msgTypes[13]
+	mi := &file_loupe_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1642,7 +1963,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[13]
+	mi := &file_loupe_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1655,7 +1976,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{13}
+	return file_loupe_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Node) GetName() string {
@@ -1718,7 +2039,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_loupe_proto_msgTypes[14]
+	mi := &file_loupe_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1730,7 +2051,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[14]
+	mi := &file_loupe_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1743,7 +2064,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{14}
+	return file_loupe_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -1773,7 +2094,7 @@ type CaptureOptions struct {
 
 func (x *CaptureOptions) Reset() {
 	*x = CaptureOptions{}
-	mi := &file_loupe_proto_msgTypes[15]
+	mi := &file_loupe_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +2106,7 @@ func (x *CaptureOptions) String() string {
 func (*CaptureOptions) ProtoMessage() {}
 
 func (x *CaptureOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[15]
+	mi := &file_loupe_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +2119,7 @@ func (x *CaptureOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureOptions.ProtoReflect.Descriptor instead.
 func (*CaptureOptions) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{15}
+	return file_loupe_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CaptureOptions) GetPaths() []string {
@@ -1860,7 +2181,7 @@ type CaptureRequest struct {
 
 func (x *CaptureRequest) Reset() {
 	*x = CaptureRequest{}
-	mi := &file_loupe_proto_msgTypes[16]
+	mi := &file_loupe_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +2193,7 @@ func (x *CaptureRequest) String() string {
 func (*CaptureRequest) ProtoMessage() {}
 
 func (x *CaptureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[16]
+	mi := &file_loupe_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +2206,7 @@ func (x *CaptureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureRequest.ProtoReflect.Descriptor instead.
 func (*CaptureRequest) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{16}
+	return file_loupe_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CaptureRequest) GetNamespace() string {
@@ -1977,7 +2298,7 @@ type CaptureInfo struct {
 
 func (x *CaptureInfo) Reset() {
 	*x = CaptureInfo{}
-	mi := &file_loupe_proto_msgTypes[17]
+	mi := &file_loupe_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2310,7 @@ func (x *CaptureInfo) String() string {
 func (*CaptureInfo) ProtoMessage() {}
 
 func (x *CaptureInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[17]
+	mi := &file_loupe_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2323,7 @@ func (x *CaptureInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureInfo.ProtoReflect.Descriptor instead.
 func (*CaptureInfo) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{17}
+	return file_loupe_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CaptureInfo) GetId() string {
@@ -2125,7 +2446,7 @@ type CaptureProgress struct {
 
 func (x *CaptureProgress) Reset() {
 	*x = CaptureProgress{}
-	mi := &file_loupe_proto_msgTypes[18]
+	mi := &file_loupe_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2458,7 @@ func (x *CaptureProgress) String() string {
 func (*CaptureProgress) ProtoMessage() {}
 
 func (x *CaptureProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[18]
+	mi := &file_loupe_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2471,7 @@ func (x *CaptureProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureProgress.ProtoReflect.Descriptor instead.
 func (*CaptureProgress) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{18}
+	return file_loupe_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CaptureProgress) GetStage() string {
@@ -2188,7 +2509,7 @@ type CaptureEvent struct {
 
 func (x *CaptureEvent) Reset() {
 	*x = CaptureEvent{}
-	mi := &file_loupe_proto_msgTypes[19]
+	mi := &file_loupe_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2521,7 @@ func (x *CaptureEvent) String() string {
 func (*CaptureEvent) ProtoMessage() {}
 
 func (x *CaptureEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[19]
+	mi := &file_loupe_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2534,7 @@ func (x *CaptureEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureEvent.ProtoReflect.Descriptor instead.
 func (*CaptureEvent) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{19}
+	return file_loupe_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CaptureEvent) GetEvent() isCaptureEvent_Event {
@@ -2272,7 +2593,7 @@ type ListCapturesRequest struct {
 
 func (x *ListCapturesRequest) Reset() {
 	*x = ListCapturesRequest{}
-	mi := &file_loupe_proto_msgTypes[20]
+	mi := &file_loupe_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2284,7 +2605,7 @@ func (x *ListCapturesRequest) String() string {
 func (*ListCapturesRequest) ProtoMessage() {}
 
 func (x *ListCapturesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[20]
+	mi := &file_loupe_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2297,7 +2618,7 @@ func (x *ListCapturesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCapturesRequest.ProtoReflect.Descriptor instead.
 func (*ListCapturesRequest) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{20}
+	return file_loupe_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListCapturesRequest) GetContainerId() string {
@@ -2325,7 +2646,7 @@ type ListCapturesResponse struct {
 
 func (x *ListCapturesResponse) Reset() {
 	*x = ListCapturesResponse{}
-	mi := &file_loupe_proto_msgTypes[21]
+	mi := &file_loupe_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2337,7 +2658,7 @@ func (x *ListCapturesResponse) String() string {
 func (*ListCapturesResponse) ProtoMessage() {}
 
 func (x *ListCapturesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[21]
+	mi := &file_loupe_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2350,7 +2671,7 @@ func (x *ListCapturesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCapturesResponse.ProtoReflect.Descriptor instead.
 func (*ListCapturesResponse) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{21}
+	return file_loupe_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListCapturesResponse) GetCaptures() []*CaptureInfo {
@@ -2371,7 +2692,7 @@ type GetCaptureRequest struct {
 
 func (x *GetCaptureRequest) Reset() {
 	*x = GetCaptureRequest{}
-	mi := &file_loupe_proto_msgTypes[22]
+	mi := &file_loupe_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2704,7 @@ func (x *GetCaptureRequest) String() string {
 func (*GetCaptureRequest) ProtoMessage() {}
 
 func (x *GetCaptureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[22]
+	mi := &file_loupe_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2717,7 @@ func (x *GetCaptureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCaptureRequest.ProtoReflect.Descriptor instead.
 func (*GetCaptureRequest) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{22}
+	return file_loupe_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetCaptureRequest) GetId() string {
@@ -2419,7 +2740,7 @@ type CaptureChunk struct {
 
 func (x *CaptureChunk) Reset() {
 	*x = CaptureChunk{}
-	mi := &file_loupe_proto_msgTypes[23]
+	mi := &file_loupe_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2431,7 +2752,7 @@ func (x *CaptureChunk) String() string {
 func (*CaptureChunk) ProtoMessage() {}
 
 func (x *CaptureChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[23]
+	mi := &file_loupe_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2444,7 +2765,7 @@ func (x *CaptureChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureChunk.ProtoReflect.Descriptor instead.
 func (*CaptureChunk) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{23}
+	return file_loupe_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CaptureChunk) GetInfo() *CaptureInfo {
@@ -2474,7 +2795,7 @@ type AgentHello struct {
 
 func (x *AgentHello) Reset() {
 	*x = AgentHello{}
-	mi := &file_loupe_proto_msgTypes[24]
+	mi := &file_loupe_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2486,7 +2807,7 @@ func (x *AgentHello) String() string {
 func (*AgentHello) ProtoMessage() {}
 
 func (x *AgentHello) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[24]
+	mi := &file_loupe_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2499,7 +2820,7 @@ func (x *AgentHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHello.ProtoReflect.Descriptor instead.
 func (*AgentHello) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{24}
+	return file_loupe_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AgentHello) GetNode() string {
@@ -2541,7 +2862,7 @@ type CaptureCommand struct {
 
 func (x *CaptureCommand) Reset() {
 	*x = CaptureCommand{}
-	mi := &file_loupe_proto_msgTypes[25]
+	mi := &file_loupe_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2874,7 @@ func (x *CaptureCommand) String() string {
 func (*CaptureCommand) ProtoMessage() {}
 
 func (x *CaptureCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[25]
+	mi := &file_loupe_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2887,7 @@ func (x *CaptureCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureCommand.ProtoReflect.Descriptor instead.
 func (*CaptureCommand) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{25}
+	return file_loupe_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CaptureCommand) GetCaptureId() string {
@@ -2639,7 +2960,7 @@ type AgentCommand struct {
 
 func (x *AgentCommand) Reset() {
 	*x = AgentCommand{}
-	mi := &file_loupe_proto_msgTypes[26]
+	mi := &file_loupe_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2651,7 +2972,7 @@ func (x *AgentCommand) String() string {
 func (*AgentCommand) ProtoMessage() {}
 
 func (x *AgentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[26]
+	mi := &file_loupe_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2664,7 +2985,7 @@ func (x *AgentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCommand.ProtoReflect.Descriptor instead.
 func (*AgentCommand) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{26}
+	return file_loupe_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AgentCommand) GetCommand() isAgentCommand_Command {
@@ -2733,7 +3054,7 @@ type CaptureUpdate struct {
 
 func (x *CaptureUpdate) Reset() {
 	*x = CaptureUpdate{}
-	mi := &file_loupe_proto_msgTypes[27]
+	mi := &file_loupe_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2745,7 +3066,7 @@ func (x *CaptureUpdate) String() string {
 func (*CaptureUpdate) ProtoMessage() {}
 
 func (x *CaptureUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[27]
+	mi := &file_loupe_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2758,7 +3079,7 @@ func (x *CaptureUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureUpdate.ProtoReflect.Descriptor instead.
 func (*CaptureUpdate) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{27}
+	return file_loupe_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CaptureUpdate) GetCaptureId() string {
@@ -2824,7 +3145,7 @@ type AgentMessage struct {
 
 func (x *AgentMessage) Reset() {
 	*x = AgentMessage{}
-	mi := &file_loupe_proto_msgTypes[28]
+	mi := &file_loupe_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2836,7 +3157,7 @@ func (x *AgentMessage) String() string {
 func (*AgentMessage) ProtoMessage() {}
 
 func (x *AgentMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[28]
+	mi := &file_loupe_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2849,7 +3170,7 @@ func (x *AgentMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentMessage.ProtoReflect.Descriptor instead.
 func (*AgentMessage) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{28}
+	return file_loupe_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AgentMessage) GetMessage() isAgentMessage_Message {
@@ -2962,7 +3283,34 @@ const file_loupe_proto_rawDesc = "" +
 	"\tecosystem\x18\x03 \x01(\tR\tecosystem\x12\x12\n" +
 	"\x04purl\x18\x04 \x01(\tR\x04purl\x12\x12\n" +
 	"\x04path\x18\x05 \x01(\tR\x04path\x12\x18\n" +
-	"\alicense\x18\x06 \x01(\tR\alicense\"\xf3\x04\n" +
+	"\alicense\x18\x06 \x01(\tR\alicense\"\xbe\x03\n" +
+	"\bK8sAudit\x12\x19\n" +
+	"\baudit_id\x18\x01 \x01(\tR\aauditId\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x16\n" +
+	"\x06groups\x18\x03 \x03(\tR\x06groups\x12+\n" +
+	"\x11impersonated_user\x18\x04 \x01(\tR\x10impersonatedUser\x12/\n" +
+	"\x13impersonated_groups\x18\x05 \x03(\tR\x12impersonatedGroups\x12\x1d\n" +
+	"\n" +
+	"source_ips\x18\x06 \x03(\tR\tsourceIps\x12\x1d\n" +
+	"\n" +
+	"user_agent\x18\a \x01(\tR\tuserAgent\x12\x12\n" +
+	"\x04verb\x18\b \x01(\tR\x04verb\x12\x1f\n" +
+	"\vrequest_uri\x18\t \x01(\tR\n" +
+	"requestUri\x12\x18\n" +
+	"\acommand\x18\n" +
+	" \x03(\tR\acommand\x12#\n" +
+	"\rresponse_code\x18\v \x01(\x05R\fresponseCode\x12\x14\n" +
+	"\x05stage\x18\f \x01(\tR\x05stage\x12)\n" +
+	"\x10response_message\x18\r \x01(\tR\x0fresponseMessage\x12\x1a\n" +
+	"\bdecision\x18\x0e \x01(\tR\bdecision\"\xbd\x01\n" +
+	"\x04Link\x12\x1d\n" +
+	"\n" +
+	"finding_id\x18\x01 \x01(\tR\tfindingId\x12\"\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x0e.loupe.v1.KindR\x04kind\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\x12\x12\n" +
+	"\x04user\x18\x05 \x01(\tR\x04user\x12\x1a\n" +
+	"\brelation\x18\x06 \x01(\tR\brelation\"\xde\x05\n" +
 	"\aFinding\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -2979,7 +3327,10 @@ const file_loupe_proto_rawDesc = "" +
 	"\apackage\x18\f \x01(\v2\x11.loupe.v1.PackageR\apackage\x12\x16\n" +
 	"\x06action\x18\r \x01(\tR\x06action\x128\n" +
 	"\adetails\x18\x0e \x03(\v2\x1e.loupe.v1.Finding.DetailsEntryR\adetails\x12#\n" +
-	"\ragent_version\x18\x0f \x01(\tR\fagentVersion\x1a:\n" +
+	"\ragent_version\x18\x0f \x01(\tR\fagentVersion\x12(\n" +
+	"\x05audit\x18\x10 \x01(\v2\x12.loupe.v1.K8sAuditR\x05audit\x12$\n" +
+	"\x05links\x18\x11 \x03(\v2\x0e.loupe.v1.LinkR\x05links\x12\x19\n" +
+	"\bk8s_user\x18\x12 \x01(\tR\ak8sUser\x1a:\n" +
 	"\fDetailsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xab\x01\n" +
@@ -3000,7 +3351,7 @@ const file_loupe_proto_rawDesc = "" +
 	"\n" +
 	"duplicates\x18\x03 \x01(\rR\n" +
 	"duplicates\x12/\n" +
-	"\brejected\x18\x04 \x03(\v2\x13.loupe.v1.RejectionR\brejected\"\xb7\x03\n" +
+	"\brejected\x18\x04 \x03(\v2\x13.loupe.v1.RejectionR\brejected\"\xcb\x03\n" +
 	"\fQueryRequest\x120\n" +
 	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
 	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12$\n" +
@@ -3015,7 +3366,8 @@ const file_loupe_proto_rawDesc = "" +
 	" \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04grep\x18\v \x01(\tR\x04grep\x12\x14\n" +
 	"\x05limit\x18\f \x01(\rR\x05limit\x12%\n" +
-	"\x05order\x18\r \x01(\x0e2\x0f.loupe.v1.OrderR\x05order\">\n" +
+	"\x05order\x18\r \x01(\x0e2\x0f.loupe.v1.OrderR\x05order\x12\x12\n" +
+	"\x04user\x18\x0e \x01(\tR\x04user\">\n" +
 	"\rQueryResponse\x12-\n" +
 	"\bfindings\x18\x01 \x03(\v2\x11.loupe.v1.FindingR\bfindings\"\x12\n" +
 	"\x10ListNodesRequest\"\xfe\x02\n" +
@@ -3114,7 +3466,7 @@ const file_loupe_proto_rawDesc = "" +
 	"\fAgentMessage\x12,\n" +
 	"\x05hello\x18\x01 \x01(\v2\x14.loupe.v1.AgentHelloH\x00R\x05hello\x123\n" +
 	"\acapture\x18\x02 \x01(\v2\x17.loupe.v1.CaptureUpdateH\x00R\acaptureB\t\n" +
-	"\amessage*\x96\x03\n" +
+	"\amessage*\xa2\x04\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fKIND_SHELL_EXEC\x10\x01\x12\x14\n" +
@@ -3134,7 +3486,13 @@ const file_loupe_proto_rawDesc = "" +
 	"\x11KIND_RUNS_AS_ROOT\x10\x0e\x12\x15\n" +
 	"\x11KIND_TOOL_PRESENT\x10\x0f\x12\r\n" +
 	"\tKIND_EXEC\x10\x10\x12\x10\n" +
-	"\fKIND_CAPTURE\x10\x11*\x88\x01\n" +
+	"\fKIND_CAPTURE\x10\x11\x12\x11\n" +
+	"\rKIND_K8S_EXEC\x10\x12\x12\x13\n" +
+	"\x0fKIND_K8S_ATTACH\x10\x13\x12\x18\n" +
+	"\x14KIND_K8S_PORTFORWARD\x10\x14\x12\x12\n" +
+	"\x0eKIND_K8S_DEBUG\x10\x15\x12\x17\n" +
+	"\x13KIND_K8S_NODE_PROXY\x10\x16\x12\x1b\n" +
+	"\x17KIND_K8S_PRIVILEGED_POD\x10\x17*\x88\x01\n" +
 	"\bSeverity\x12\x18\n" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x10\n" +
@@ -3169,7 +3527,7 @@ func file_loupe_proto_rawDescGZIP() []byte {
 }
 
 var file_loupe_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_loupe_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_loupe_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_loupe_proto_goTypes = []any{
 	(Kind)(0),                     // 0: loupe.v1.Kind
 	(Severity)(0),                 // 1: loupe.v1.Severity
@@ -3180,91 +3538,97 @@ var file_loupe_proto_goTypes = []any{
 	(*File)(nil),                  // 6: loupe.v1.File
 	(*Control)(nil),               // 7: loupe.v1.Control
 	(*Package)(nil),               // 8: loupe.v1.Package
-	(*Finding)(nil),               // 9: loupe.v1.Finding
-	(*IngestRequest)(nil),         // 10: loupe.v1.IngestRequest
-	(*Rejection)(nil),             // 11: loupe.v1.Rejection
-	(*IngestResponse)(nil),        // 12: loupe.v1.IngestResponse
-	(*QueryRequest)(nil),          // 13: loupe.v1.QueryRequest
-	(*QueryResponse)(nil),         // 14: loupe.v1.QueryResponse
-	(*ListNodesRequest)(nil),      // 15: loupe.v1.ListNodesRequest
-	(*Node)(nil),                  // 16: loupe.v1.Node
-	(*ListNodesResponse)(nil),     // 17: loupe.v1.ListNodesResponse
-	(*CaptureOptions)(nil),        // 18: loupe.v1.CaptureOptions
-	(*CaptureRequest)(nil),        // 19: loupe.v1.CaptureRequest
-	(*CaptureInfo)(nil),           // 20: loupe.v1.CaptureInfo
-	(*CaptureProgress)(nil),       // 21: loupe.v1.CaptureProgress
-	(*CaptureEvent)(nil),          // 22: loupe.v1.CaptureEvent
-	(*ListCapturesRequest)(nil),   // 23: loupe.v1.ListCapturesRequest
-	(*ListCapturesResponse)(nil),  // 24: loupe.v1.ListCapturesResponse
-	(*GetCaptureRequest)(nil),     // 25: loupe.v1.GetCaptureRequest
-	(*CaptureChunk)(nil),          // 26: loupe.v1.CaptureChunk
-	(*AgentHello)(nil),            // 27: loupe.v1.AgentHello
-	(*CaptureCommand)(nil),        // 28: loupe.v1.CaptureCommand
-	(*AgentCommand)(nil),          // 29: loupe.v1.AgentCommand
-	(*CaptureUpdate)(nil),         // 30: loupe.v1.CaptureUpdate
-	(*AgentMessage)(nil),          // 31: loupe.v1.AgentMessage
-	nil,                           // 32: loupe.v1.Finding.DetailsEntry
-	nil,                           // 33: loupe.v1.Node.FindingsByKindEntry
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(*K8SAudit)(nil),              // 9: loupe.v1.K8sAudit
+	(*Link)(nil),                  // 10: loupe.v1.Link
+	(*Finding)(nil),               // 11: loupe.v1.Finding
+	(*IngestRequest)(nil),         // 12: loupe.v1.IngestRequest
+	(*Rejection)(nil),             // 13: loupe.v1.Rejection
+	(*IngestResponse)(nil),        // 14: loupe.v1.IngestResponse
+	(*QueryRequest)(nil),          // 15: loupe.v1.QueryRequest
+	(*QueryResponse)(nil),         // 16: loupe.v1.QueryResponse
+	(*ListNodesRequest)(nil),      // 17: loupe.v1.ListNodesRequest
+	(*Node)(nil),                  // 18: loupe.v1.Node
+	(*ListNodesResponse)(nil),     // 19: loupe.v1.ListNodesResponse
+	(*CaptureOptions)(nil),        // 20: loupe.v1.CaptureOptions
+	(*CaptureRequest)(nil),        // 21: loupe.v1.CaptureRequest
+	(*CaptureInfo)(nil),           // 22: loupe.v1.CaptureInfo
+	(*CaptureProgress)(nil),       // 23: loupe.v1.CaptureProgress
+	(*CaptureEvent)(nil),          // 24: loupe.v1.CaptureEvent
+	(*ListCapturesRequest)(nil),   // 25: loupe.v1.ListCapturesRequest
+	(*ListCapturesResponse)(nil),  // 26: loupe.v1.ListCapturesResponse
+	(*GetCaptureRequest)(nil),     // 27: loupe.v1.GetCaptureRequest
+	(*CaptureChunk)(nil),          // 28: loupe.v1.CaptureChunk
+	(*AgentHello)(nil),            // 29: loupe.v1.AgentHello
+	(*CaptureCommand)(nil),        // 30: loupe.v1.CaptureCommand
+	(*AgentCommand)(nil),          // 31: loupe.v1.AgentCommand
+	(*CaptureUpdate)(nil),         // 32: loupe.v1.CaptureUpdate
+	(*AgentMessage)(nil),          // 33: loupe.v1.AgentMessage
+	nil,                           // 34: loupe.v1.Finding.DetailsEntry
+	nil,                           // 35: loupe.v1.Node.FindingsByKindEntry
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
 }
 var file_loupe_proto_depIdxs = []int32{
 	4,  // 0: loupe.v1.Process.ancestors:type_name -> loupe.v1.Ancestor
-	34, // 1: loupe.v1.Finding.time:type_name -> google.protobuf.Timestamp
-	0,  // 2: loupe.v1.Finding.kind:type_name -> loupe.v1.Kind
-	1,  // 3: loupe.v1.Finding.severity:type_name -> loupe.v1.Severity
-	3,  // 4: loupe.v1.Finding.container:type_name -> loupe.v1.ContainerRef
-	5,  // 5: loupe.v1.Finding.process:type_name -> loupe.v1.Process
-	6,  // 6: loupe.v1.Finding.file:type_name -> loupe.v1.File
-	7,  // 7: loupe.v1.Finding.control:type_name -> loupe.v1.Control
-	8,  // 8: loupe.v1.Finding.package:type_name -> loupe.v1.Package
-	32, // 9: loupe.v1.Finding.details:type_name -> loupe.v1.Finding.DetailsEntry
-	9,  // 10: loupe.v1.IngestRequest.findings:type_name -> loupe.v1.Finding
-	11, // 11: loupe.v1.IngestResponse.rejected:type_name -> loupe.v1.Rejection
-	34, // 12: loupe.v1.QueryRequest.since:type_name -> google.protobuf.Timestamp
-	34, // 13: loupe.v1.QueryRequest.until:type_name -> google.protobuf.Timestamp
-	0,  // 14: loupe.v1.QueryRequest.kinds:type_name -> loupe.v1.Kind
-	1,  // 15: loupe.v1.QueryRequest.min_severity:type_name -> loupe.v1.Severity
-	2,  // 16: loupe.v1.QueryRequest.order:type_name -> loupe.v1.Order
-	9,  // 17: loupe.v1.QueryResponse.findings:type_name -> loupe.v1.Finding
-	34, // 18: loupe.v1.Node.first_seen:type_name -> google.protobuf.Timestamp
-	34, // 19: loupe.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
-	33, // 20: loupe.v1.Node.findings_by_kind:type_name -> loupe.v1.Node.FindingsByKindEntry
-	16, // 21: loupe.v1.ListNodesResponse.nodes:type_name -> loupe.v1.Node
-	18, // 22: loupe.v1.CaptureRequest.options:type_name -> loupe.v1.CaptureOptions
-	3,  // 23: loupe.v1.CaptureInfo.container:type_name -> loupe.v1.ContainerRef
-	34, // 24: loupe.v1.CaptureInfo.requested_at:type_name -> google.protobuf.Timestamp
-	34, // 25: loupe.v1.CaptureInfo.completed_at:type_name -> google.protobuf.Timestamp
-	21, // 26: loupe.v1.CaptureEvent.progress:type_name -> loupe.v1.CaptureProgress
-	20, // 27: loupe.v1.CaptureEvent.result:type_name -> loupe.v1.CaptureInfo
-	20, // 28: loupe.v1.ListCapturesResponse.captures:type_name -> loupe.v1.CaptureInfo
-	20, // 29: loupe.v1.CaptureChunk.info:type_name -> loupe.v1.CaptureInfo
-	18, // 30: loupe.v1.CaptureCommand.options:type_name -> loupe.v1.CaptureOptions
-	34, // 31: loupe.v1.CaptureCommand.requested_at:type_name -> google.protobuf.Timestamp
-	9,  // 32: loupe.v1.CaptureCommand.timeline:type_name -> loupe.v1.Finding
-	28, // 33: loupe.v1.AgentCommand.capture:type_name -> loupe.v1.CaptureCommand
-	21, // 34: loupe.v1.CaptureUpdate.progress:type_name -> loupe.v1.CaptureProgress
-	20, // 35: loupe.v1.CaptureUpdate.info:type_name -> loupe.v1.CaptureInfo
-	27, // 36: loupe.v1.AgentMessage.hello:type_name -> loupe.v1.AgentHello
-	30, // 37: loupe.v1.AgentMessage.capture:type_name -> loupe.v1.CaptureUpdate
-	10, // 38: loupe.v1.Collector.Ingest:input_type -> loupe.v1.IngestRequest
-	13, // 39: loupe.v1.Collector.Query:input_type -> loupe.v1.QueryRequest
-	15, // 40: loupe.v1.Collector.ListNodes:input_type -> loupe.v1.ListNodesRequest
-	31, // 41: loupe.v1.Collector.Control:input_type -> loupe.v1.AgentMessage
-	19, // 42: loupe.v1.Collector.Capture:input_type -> loupe.v1.CaptureRequest
-	23, // 43: loupe.v1.Collector.ListCaptures:input_type -> loupe.v1.ListCapturesRequest
-	25, // 44: loupe.v1.Collector.GetCapture:input_type -> loupe.v1.GetCaptureRequest
-	12, // 45: loupe.v1.Collector.Ingest:output_type -> loupe.v1.IngestResponse
-	14, // 46: loupe.v1.Collector.Query:output_type -> loupe.v1.QueryResponse
-	17, // 47: loupe.v1.Collector.ListNodes:output_type -> loupe.v1.ListNodesResponse
-	29, // 48: loupe.v1.Collector.Control:output_type -> loupe.v1.AgentCommand
-	22, // 49: loupe.v1.Collector.Capture:output_type -> loupe.v1.CaptureEvent
-	24, // 50: loupe.v1.Collector.ListCaptures:output_type -> loupe.v1.ListCapturesResponse
-	26, // 51: loupe.v1.Collector.GetCapture:output_type -> loupe.v1.CaptureChunk
-	45, // [45:52] is the sub-list for method output_type
-	38, // [38:45] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	0,  // 1: loupe.v1.Link.kind:type_name -> loupe.v1.Kind
+	36, // 2: loupe.v1.Link.time:type_name -> google.protobuf.Timestamp
+	36, // 3: loupe.v1.Finding.time:type_name -> google.protobuf.Timestamp
+	0,  // 4: loupe.v1.Finding.kind:type_name -> loupe.v1.Kind
+	1,  // 5: loupe.v1.Finding.severity:type_name -> loupe.v1.Severity
+	3,  // 6: loupe.v1.Finding.container:type_name -> loupe.v1.ContainerRef
+	5,  // 7: loupe.v1.Finding.process:type_name -> loupe.v1.Process
+	6,  // 8: loupe.v1.Finding.file:type_name -> loupe.v1.File
+	7,  // 9: loupe.v1.Finding.control:type_name -> loupe.v1.Control
+	8,  // 10: loupe.v1.Finding.package:type_name -> loupe.v1.Package
+	34, // 11: loupe.v1.Finding.details:type_name -> loupe.v1.Finding.DetailsEntry
+	9,  // 12: loupe.v1.Finding.audit:type_name -> loupe.v1.K8sAudit
+	10, // 13: loupe.v1.Finding.links:type_name -> loupe.v1.Link
+	11, // 14: loupe.v1.IngestRequest.findings:type_name -> loupe.v1.Finding
+	13, // 15: loupe.v1.IngestResponse.rejected:type_name -> loupe.v1.Rejection
+	36, // 16: loupe.v1.QueryRequest.since:type_name -> google.protobuf.Timestamp
+	36, // 17: loupe.v1.QueryRequest.until:type_name -> google.protobuf.Timestamp
+	0,  // 18: loupe.v1.QueryRequest.kinds:type_name -> loupe.v1.Kind
+	1,  // 19: loupe.v1.QueryRequest.min_severity:type_name -> loupe.v1.Severity
+	2,  // 20: loupe.v1.QueryRequest.order:type_name -> loupe.v1.Order
+	11, // 21: loupe.v1.QueryResponse.findings:type_name -> loupe.v1.Finding
+	36, // 22: loupe.v1.Node.first_seen:type_name -> google.protobuf.Timestamp
+	36, // 23: loupe.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	35, // 24: loupe.v1.Node.findings_by_kind:type_name -> loupe.v1.Node.FindingsByKindEntry
+	18, // 25: loupe.v1.ListNodesResponse.nodes:type_name -> loupe.v1.Node
+	20, // 26: loupe.v1.CaptureRequest.options:type_name -> loupe.v1.CaptureOptions
+	3,  // 27: loupe.v1.CaptureInfo.container:type_name -> loupe.v1.ContainerRef
+	36, // 28: loupe.v1.CaptureInfo.requested_at:type_name -> google.protobuf.Timestamp
+	36, // 29: loupe.v1.CaptureInfo.completed_at:type_name -> google.protobuf.Timestamp
+	23, // 30: loupe.v1.CaptureEvent.progress:type_name -> loupe.v1.CaptureProgress
+	22, // 31: loupe.v1.CaptureEvent.result:type_name -> loupe.v1.CaptureInfo
+	22, // 32: loupe.v1.ListCapturesResponse.captures:type_name -> loupe.v1.CaptureInfo
+	22, // 33: loupe.v1.CaptureChunk.info:type_name -> loupe.v1.CaptureInfo
+	20, // 34: loupe.v1.CaptureCommand.options:type_name -> loupe.v1.CaptureOptions
+	36, // 35: loupe.v1.CaptureCommand.requested_at:type_name -> google.protobuf.Timestamp
+	11, // 36: loupe.v1.CaptureCommand.timeline:type_name -> loupe.v1.Finding
+	30, // 37: loupe.v1.AgentCommand.capture:type_name -> loupe.v1.CaptureCommand
+	23, // 38: loupe.v1.CaptureUpdate.progress:type_name -> loupe.v1.CaptureProgress
+	22, // 39: loupe.v1.CaptureUpdate.info:type_name -> loupe.v1.CaptureInfo
+	29, // 40: loupe.v1.AgentMessage.hello:type_name -> loupe.v1.AgentHello
+	32, // 41: loupe.v1.AgentMessage.capture:type_name -> loupe.v1.CaptureUpdate
+	12, // 42: loupe.v1.Collector.Ingest:input_type -> loupe.v1.IngestRequest
+	15, // 43: loupe.v1.Collector.Query:input_type -> loupe.v1.QueryRequest
+	17, // 44: loupe.v1.Collector.ListNodes:input_type -> loupe.v1.ListNodesRequest
+	33, // 45: loupe.v1.Collector.Control:input_type -> loupe.v1.AgentMessage
+	21, // 46: loupe.v1.Collector.Capture:input_type -> loupe.v1.CaptureRequest
+	25, // 47: loupe.v1.Collector.ListCaptures:input_type -> loupe.v1.ListCapturesRequest
+	27, // 48: loupe.v1.Collector.GetCapture:input_type -> loupe.v1.GetCaptureRequest
+	14, // 49: loupe.v1.Collector.Ingest:output_type -> loupe.v1.IngestResponse
+	16, // 50: loupe.v1.Collector.Query:output_type -> loupe.v1.QueryResponse
+	19, // 51: loupe.v1.Collector.ListNodes:output_type -> loupe.v1.ListNodesResponse
+	31, // 52: loupe.v1.Collector.Control:output_type -> loupe.v1.AgentCommand
+	24, // 53: loupe.v1.Collector.Capture:output_type -> loupe.v1.CaptureEvent
+	26, // 54: loupe.v1.Collector.ListCaptures:output_type -> loupe.v1.ListCapturesResponse
+	28, // 55: loupe.v1.Collector.GetCapture:output_type -> loupe.v1.CaptureChunk
+	49, // [49:56] is the sub-list for method output_type
+	42, // [42:49] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_loupe_proto_init() }
@@ -3272,15 +3636,15 @@ func file_loupe_proto_init() {
 	if File_loupe_proto != nil {
 		return
 	}
-	file_loupe_proto_msgTypes[19].OneofWrappers = []any{
+	file_loupe_proto_msgTypes[21].OneofWrappers = []any{
 		(*CaptureEvent_Progress)(nil),
 		(*CaptureEvent_Result)(nil),
 	}
-	file_loupe_proto_msgTypes[26].OneofWrappers = []any{
+	file_loupe_proto_msgTypes[28].OneofWrappers = []any{
 		(*AgentCommand_Capture)(nil),
 		(*AgentCommand_CancelCaptureId)(nil),
 	}
-	file_loupe_proto_msgTypes[28].OneofWrappers = []any{
+	file_loupe_proto_msgTypes[30].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Capture)(nil),
 	}
@@ -3290,7 +3654,7 @@ func file_loupe_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loupe_proto_rawDesc), len(file_loupe_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,9 @@ func main() {
 	fs.StringVar(&cfg.ConsoleAuth.TokenFile, "console-token-file", "", "console bearer tokens, one sha256 per line as sha256sum prints it: printf %s \"$TOKEN\" | sha256sum >> FILE (re-read when it changes)")
 	fs.StringVar(&cfg.ConsoleAuth.ProxyHeader, "console-proxy-header", "", "header holding the user set by an authenticating reverse proxy, e.g. X-Forwarded-Email (oauth2-proxy); needs --console-trusted-proxy")
 	fs.StringVar(&trustedProxies, "console-trusted-proxy", "", "comma-separated addresses or CIDR prefixes the reverse proxy connects from; --console-proxy-header is accepted from these only")
+	fs.StringVar(&cfg.AuditListen, "audit-listen", "", "serve the Kubernetes audit webhook backend on this address, e.g. :8444 (HTTPS on /audit; needs --tls-cert; off when empty)")
+	fs.StringVar(&cfg.AuditTokenFile, "audit-token-file", "", "bearer tokens the API server's audit webhook may present, one sha256 per line as sha256sum prints it")
+	fs.StringVar(&cfg.AuditClientCN, "audit-client-cn", collector.DefaultAuditClientCN, "client certificate CommonName (signed by --client-ca) accepted from the API server's audit webhook")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	_ = fs.Parse(os.Args[1:])
 	if v := os.Getenv("LOUPE_DB"); v != "" {

@@ -1,20 +1,16 @@
 package console
 
 import (
-	"bufio"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/loupe-dev/loupe/internal/tokenfile"
 )
 
 // AuthConfig says who may read the console. At least one of TokenFile and
@@ -33,29 +29,17 @@ type AuthConfig struct {
 	TrustedProxies []netip.Prefix
 }
 
-// Limits of the token file.
+// Limits of the console's identities and cookie.
 const (
-	maxTokenFile   = 1 << 20
-	maxTokens      = 10000
-	maxTokenLen    = 4096
 	maxIdentity    = 256
-	tokenRecheck   = 2 * time.Second
 	cookieName     = "loupe_console"
 	cookieLifetime = 12 * time.Hour
 )
 
 // auth checks requests against the token file and the trusted proxy.
 type auth struct {
-	cfg AuthConfig
-	log *slog.Logger
-
-	mu      sync.Mutex
-	checked time.Time
-	mtime   time.Time
-	size    int64
-	hashes  map[[32]byte]string // sha256 → name
-	loadErr error
-	logged  string // the last reload error logged
+	cfg    AuthConfig
+	tokens *tokenfile.File // nil without a token file
 }
 
 func newAuth(cfg AuthConfig, log *slog.Logger) (*auth, error) {
@@ -65,107 +49,19 @@ func newAuth(cfg AuthConfig, log *slog.Logger) (*auth, error) {
 	if cfg.ProxyHeader != "" && len(cfg.TrustedProxies) == 0 {
 		return nil, errors.New("--console-proxy-header needs --console-trusted-proxy (the addresses of the reverse proxy): the header is accepted from nowhere else")
 	}
-	a := &auth{cfg: cfg, log: log}
+	a := &auth{cfg: cfg}
 	if cfg.TokenFile != "" {
-		if err := a.reload(time.Now(), true); err != nil {
+		var err error
+		if a.tokens, err = tokenfile.Open(cfg.TokenFile, "console token file", log); err != nil {
 			return nil, err
 		}
 	}
 	return a, nil
 }
 
-// reload re-reads the token file when its size or mtime changed. A file
-// that became unreadable or malformed keeps the last good tokens (an edit in
-// progress must not lock analysts out) and is logged by the caller.
-func (a *auth) reload(now time.Time, force bool) error {
-	if !force && now.Sub(a.checked) < tokenRecheck {
-		return a.loadErr
-	}
-	a.checked = now
-	st, err := os.Stat(a.cfg.TokenFile)
-	if err != nil {
-		a.loadErr = fmt.Errorf("console token file: %w", err)
-		return a.loadErr
-	}
-	if !force && st.ModTime().Equal(a.mtime) && st.Size() == a.size {
-		return a.loadErr
-	}
-	hashes, err := readTokenFile(a.cfg.TokenFile)
-	if err != nil {
-		a.loadErr = err
-		return err
-	}
-	a.hashes, a.mtime, a.size, a.loadErr = hashes, st.ModTime(), st.Size(), nil
-	return nil
-}
-
-// readTokenFile parses a token file: "<64 hex>  name" lines.
-func readTokenFile(path string) (map[[32]byte]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("console token file: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("console token file: %w", err)
-	}
-	if !st.Mode().IsRegular() || st.Size() > maxTokenFile {
-		return nil, fmt.Errorf("console token file %s: want a regular file of at most %d bytes", path, maxTokenFile)
-	}
-	hashes := map[[32]byte]string{}
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		h, name, _ := strings.Cut(line, " ")
-		b, err := hex.DecodeString(h)
-		if err != nil || len(b) != sha256.Size {
-			return nil, fmt.Errorf("console token file %s:%d: want \"<sha256 hex of the token>  <name>\" (e.g. printf %%s \"$TOKEN\" | sha256sum)", path, n)
-		}
-		if len(hashes) >= maxTokens {
-			return nil, fmt.Errorf("console token file %s: more than %d tokens", path, maxTokens)
-		}
-		name = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), "*"))
-		if name == "" || name == "-" {
-			name = "token " + h[:8]
-		}
-		hashes[[32]byte(b)] = name
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("console token file %s: %w", path, err)
-	}
-	if len(hashes) == 0 {
-		return nil, fmt.Errorf("console token file %s holds no token", path)
-	}
-	return hashes, nil
-}
-
-// tokenName returns the name of token when its hash is in the file.
+// tokenName returns the name of token when its hash is in the token file.
 func (a *auth) tokenName(token string, now time.Time) (string, bool) {
-	if a.cfg.TokenFile == "" || token == "" || len(token) > maxTokenLen {
-		return "", false
-	}
-	a.mu.Lock()
-	if err := a.reload(now, false); err != nil && err.Error() != a.logged {
-		a.logged = err.Error()
-		a.log.Warn("console token file not reloaded; the last good tokens stay in force", "err", err)
-	} else if err == nil {
-		a.logged = ""
-	}
-	hashes := a.hashes
-	a.mu.Unlock()
-	sum := sha256.Sum256([]byte(token))
-	// Compare against every entry in constant time, so timing tells nothing.
-	name, found := "", false
-	for h, n := range hashes {
-		if subtle.ConstantTimeCompare(h[:], sum[:]) == 1 {
-			name, found = n, true
-		}
-	}
-	return name, found
+	return a.tokens.Lookup(token, now)
 }
 
 // identify returns who is asking, or "" when nobody acceptable is.

@@ -186,7 +186,7 @@ func CheckQuery(q *loupev1.QueryRequest) error {
 		}
 	}
 	for name, v := range map[string]string{"namespace": q.GetNamespace(), "pod": q.GetPod(), "container id": q.GetContainerId(),
-		"image": q.GetImage(), "sha256": q.GetSha256(), "grep": q.GetGrep()} {
+		"image": q.GetImage(), "sha256": q.GetSha256(), "grep": q.GetGrep(), "user": q.GetUser()} {
 		if len(v) > MaxFilterLen {
 			return fmt.Errorf("%w: %s filter is %d bytes long (max %d)", ErrInvalidQuery, name, len(v), MaxFilterLen)
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -83,16 +84,28 @@ func printMessages(w io.Writer, format string, msgs []proto.Message) error {
 // findingsTable prints the columns an analyst scans first.
 func findingsTable(w io.Writer, fs []*loupev1.Finding, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tSEVERITY\tKIND\tNODE\tNAMESPACE/POD\tCONTAINER\tSUMMARY")
+	// USER (the Kubernetes user behind a finding) only when some finding has one.
+	users := slices.ContainsFunc(fs, func(f *loupev1.Finding) bool { return f.GetK8SUser() != "" })
+	user := func(f *loupev1.Finding) string {
+		if !users {
+			return ""
+		}
+		return cell(clip(f.GetK8SUser(), 40)) + "\t"
+	}
+	head := "TIME\tSEVERITY\tKIND\tNODE\tNAMESPACE/POD\tCONTAINER\t"
+	if users {
+		head += "USER\t"
+	}
+	fmt.Fprintln(tw, head+"SUMMARY")
 	for _, f := range fs {
 		c := f.GetContainer()
 		pod := "-"
 		if c.GetPod() != "" {
 			pod = c.GetNamespace() + "/" + c.GetPod()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s%s\n",
 			humanize.Ago(f.GetTime().AsTime(), now), f.GetSeverity().ShortName(), f.GetKind().ShortName(),
-			cell(f.GetNode()), cell(pod), cell(containerLabel(c)), cell(clip(f.GetSummary(), 100)))
+			cell(f.GetNode()), cell(pod), cell(containerLabel(c)), user(f), cell(clip(f.GetSummary(), 100)))
 	}
 	return tw.Flush()
 }

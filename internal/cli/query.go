@@ -35,6 +35,7 @@ func (q *queryFilters) register(f *pflag.FlagSet, defaultLimit uint32) {
 	f.StringVar(&q.Image, "image", "", "image reference; * matches any characters")
 	f.StringVar(&q.Sha256, "sha256", "", "file sha256 (hex)")
 	f.StringVar(&q.Grep, "grep", "", "case-insensitive text in argv, file path, package or summary")
+	f.StringVar(&q.User, "user", "", "Kubernetes user (* matches any characters): their audit events (kubectl exec, attach, debug, …) and the node findings those caused")
 	f.Uint32Var(&q.Limit, "limit", defaultLimit, "maximum number of findings")
 	f.BoolVar(&q.OldestFirst, "oldest-first", false, "oldest findings first (a timeline)")
 }
@@ -79,6 +80,8 @@ func newQueryCmd() *cobra.Command {
   loupe query --kind exec_failed --kind runtime_exec_failed --namespace payments
   loupe query --pod 'api-*' --since 2h --oldest-first      # one pod's timeline
   loupe query --sha256 9f86d08…  -o jsonl > hits.jsonl
+  loupe query --user alice@corp.example --since 7d          # what alice did, and what it caused on the nodes
+  loupe query --kind k8s_exec --namespace payments --since 7d   # who ran kubectl exec there
   loupe query --since '' --all -o jsonl | loupe ingest - --collector new:7443   # move a store`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

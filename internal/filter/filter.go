@@ -1,8 +1,8 @@
 // Package filter is the one definition of a findings search as people write
 // it: the flags of `loupe query` and the URL parameters of the collector's
 // console carry the same fields under the same names (since, until, kind,
-// severity, node, namespace, pod, container, image, sha256, grep, limit,
-// oldest-first), and Request turns either into a QueryRequest.
+// severity, node, namespace, pod, container, image, sha256, grep, user,
+// limit, oldest-first), and Request turns either into a QueryRequest.
 package filter
 
 import (
@@ -31,6 +31,9 @@ type Filter struct {
 	// Namespace (exact), Pod (* matches any characters), Container (id or a
 	// prefix), Image (* matches any characters), Sha256 (hex), Grep (text).
 	Namespace, Pod, Container, Image, Sha256, Grep string
+	// User is a Kubernetes user (* matches any characters): that user's
+	// audit events and the node findings linked to them.
+	User string
 	// Limit is the maximum number of findings (0: the collector's default).
 	Limit uint32
 	// OldestFirst orders the result as a timeline.
@@ -42,7 +45,7 @@ type Filter struct {
 func (f Filter) Request(now time.Time) (*loupev1.QueryRequest, error) {
 	req := &loupev1.QueryRequest{
 		Nodes: f.Nodes, Namespace: f.Namespace, Pod: f.Pod, ContainerId: f.Container,
-		Image: f.Image, Sha256: strings.ToLower(f.Sha256), Grep: f.Grep, Limit: f.Limit,
+		Image: f.Image, Sha256: strings.ToLower(f.Sha256), Grep: f.Grep, User: f.User, Limit: f.Limit,
 		Order: loupev1.Order_ORDER_NEWEST_FIRST,
 	}
 	var err error
@@ -75,6 +78,7 @@ const (
 	pSince, pUntil, pKind, pSeverity, pNode = "since", "until", "kind", "severity", "node"
 	pNamespace, pPod, pContainer, pImage    = "namespace", "pod", "container", "image"
 	pSha256, pGrep, pLimit, pOldestFirst    = "sha256", "grep", "limit", "oldest-first"
+	pUser                                   = "user"
 )
 
 // MaxValues bounds the values a URL may carry for one parameter.
@@ -122,6 +126,7 @@ func FromValues(v url.Values, def Filter) (Filter, error) {
 	str(pImage, &f.Image)
 	str(pSha256, &f.Sha256)
 	str(pGrep, &f.Grep)
+	str(pUser, &f.User)
 	if err := errors.Join(list(pKind, &f.Kinds), list(pNode, &f.Nodes)); err != nil {
 		return Filter{}, err
 	}
@@ -164,6 +169,7 @@ func (f Filter) Values() url.Values {
 	set(pImage, f.Image)
 	set(pSha256, f.Sha256)
 	set(pGrep, f.Grep)
+	set(pUser, f.User)
 	for _, k := range f.Kinds {
 		v.Add(pKind, k)
 	}

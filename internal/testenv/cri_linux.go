@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -345,6 +347,7 @@ func (c *Container) Logs(t testing.TB) string {
 // Stop stops the container (SIGTERM, SIGKILL after 5 s) through CRI.
 func (c *Container) Stop(t testing.TB) {
 	t.Helper()
+	c.waitSignalHandler(t, syscall.SIGTERM, 10*time.Second)
 	if err := c.stop(5); err != nil {
 		t.Fatalf("stop %s: %v", c.cfg.Name, err)
 	}
@@ -355,6 +358,35 @@ func (c *Container) Remove(t testing.TB) {
 	t.Helper()
 	if err := c.remove(); err != nil {
 		t.Fatalf("remove %s: %v", c.cfg.Name, err)
+	}
+}
+
+// waitSignalHandler waits until the container's init process handles sig.
+// The kernel drops a signal sent to a PID namespace's init that has no
+// handler for it, so a SIGTERM that arrives while a just-started program
+// is still initialising is lost, and the stop ends in SIGKILL after the
+// grace period. A container that is already gone, or a process that never
+// installs the handler, returns after d without failing.
+func (c *Container) waitSignalHandler(t testing.TB, sig syscall.Signal, d time.Duration) {
+	t.Helper()
+	var info struct {
+		Pid int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(c.Status(t).Info["info"]), &info); err != nil || info.Pid == 0 {
+		return
+	}
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", info.Pid))
+		if err != nil {
+			return
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if hex, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+				if mask, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64); err == nil && mask&(1<<(uint(sig)-1)) != 0 {
+					return
+				}
+			}
+		}
 	}
 }
 

@@ -154,9 +154,9 @@ type row struct {
 }
 
 const insertSQL = `INSERT INTO findings
-	(id, time_ns, node, kind, severity, namespace, pod, container_id, image, sha256, search, received_ns, body)
+	(id, time_ns, node, kind, severity, namespace, pod, container_id, image, sha256, search, received_ns, body, k8s_user)
 	SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::text[],
-		$8::text[], $9::text[], $10::text[], $11::text[], $12::int8[], $13::bytea[])
+		$8::text[], $9::text[], $10::text[], $11::text[], $12::int8[], $13::bytea[], $14::text[])
 	ON CONFLICT DO NOTHING
 	RETURNING id, time_ns`
 
@@ -226,6 +226,7 @@ func (s *Store) ingestTx(ctx context.Context, node store.NodeInfo, recv int64, r
 		ids                                          = make([]uuid.UUID, n)
 		times, received                              = make([]int64, n), make([]int64, n)
 		nodes, nss, pods, cids, images, shas, search = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		users                                        = make([]string, n)
 		kinds, sevs                                  = make([]int32, n), make([]int32, n)
 		bodies                                       = make([][]byte, n)
 	)
@@ -235,6 +236,7 @@ func (s *Store) ingestTx(ctx context.Context, node store.NodeInfo, recv int64, r
 		nodes[j], kinds[j], sevs[j] = f.GetNode(), int32(f.GetKind()), int32(f.GetSeverity())
 		nss[j], pods[j], cids[j], images[j] = c.GetNamespace(), c.GetPod(), c.GetId(), c.GetImage()
 		shas[j], search[j] = strings.ToLower(f.GetFile().GetSha256()), store.SearchText(f)
+		users[j] = f.GetAudit().GetUser()
 	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		type key struct {
@@ -242,7 +244,7 @@ func (s *Store) ingestTx(ctx context.Context, node store.NodeInfo, recv int64, r
 			ns int64
 		}
 		got := map[key]bool{}
-		rs, err := tx.Query(ctx, insertSQL, ids, times, nodes, kinds, sevs, nss, pods, cids, images, shas, search, received, bodies)
+		rs, err := tx.Query(ctx, insertSQL, ids, times, nodes, kinds, sevs, nss, pods, cids, images, shas, search, received, bodies, users)
 		if err != nil {
 			return err
 		}
@@ -277,6 +279,9 @@ func (s *Store) ingestTx(ctx context.Context, node store.NodeInfo, recv int64, r
 			res.Stored++
 			res.Inserted[r.i] = true
 			name := r.f.GetNode()
+			if name == "" {
+				continue // a Kubernetes audit event: no node of its own
+			}
 			counts[nodeKey{name, int32(r.f.GetKind()), dayOf(r.ns)}]++
 			sp := spans[name]
 			if sp == nil {
@@ -432,6 +437,13 @@ func (s *Store) Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*lou
 	}
 	if v := q.GetGrep(); v != "" {
 		add("strpos(search, $?) > 0", strings.ToLower(v))
+	}
+	if v := q.GetUser(); v != "" {
+		if strings.Contains(v, "*") {
+			add("k8s_user LIKE $? AND k8s_user <> ''", likePattern(v, false))
+		} else {
+			add("k8s_user = $? AND k8s_user <> ''", v)
+		}
 	}
 	sqlText := "SELECT body FROM findings"
 	if len(where) > 0 {

@@ -55,6 +55,11 @@ ALTER TABLE findings ADD COLUMN received_ns INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX findings_pod_time ON findings(pod, time_ns);
 CREATE INDEX findings_image ON findings(image);
 `,
+	// v3: the Kubernetes user of K8S_* audit findings (loupe query --user).
+	`
+ALTER TABLE findings ADD COLUMN k8s_user TEXT NOT NULL DEFAULT '';
+CREATE INDEX findings_user_time ON findings(k8s_user, time_ns) WHERE k8s_user <> '';
+`,
 }
 
 // SchemaVersion is the schema version this build creates and expects.

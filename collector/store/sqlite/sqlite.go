@@ -138,10 +138,10 @@ func open(ctx context.Context, o Options, target int) (*Store, error) {
 	s := &Store{path: o.Path, w: w, r: r, now: time.Now,
 		queue: make(chan *ingestReq), closing: make(chan struct{}), writerDone: make(chan struct{})}
 	go s.writer()
-	if target >= 2 {
+	if target >= 3 {
 		s.ins, err = w.PrepareContext(ctx, `INSERT INTO findings
-			(id, time_ns, node, kind, severity, namespace, pod, container_id, image, sha256, search, received_ns, body)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`)
+			(id, time_ns, node, kind, severity, namespace, pod, container_id, image, sha256, search, received_ns, k8s_user, body)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`)
 		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("open sqlite store %s: prepare insert: %w", o.Path, err)
@@ -309,7 +309,7 @@ func (s *Store) write(ctx context.Context, tx *sql.Tx, r *ingestReq) error {
 		t := f.GetTime().AsTime().UnixNano()
 		res0, err := ins.ExecContext(ctx, f.GetId(), t, f.GetNode(), int32(f.GetKind()), int32(f.GetSeverity()),
 			c.GetNamespace(), c.GetPod(), c.GetId(), c.GetImage(), strings.ToLower(f.GetFile().GetSha256()),
-			r.search[i], recv, r.bodies[i])
+			r.search[i], recv, f.GetAudit().GetUser(), r.bodies[i])
 		if err != nil {
 			return fmt.Errorf("ingest: insert finding %s: %w", f.GetId(), err)
 		}
@@ -323,6 +323,9 @@ func (s *Store) write(ctx context.Context, tx *sql.Tx, r *ingestReq) error {
 		}
 		res.Stored++
 		res.Inserted[i] = true
+		if f.GetNode() == "" {
+			continue // a Kubernetes audit event: no node of its own
+		}
 		d := deltas[f.GetNode()]
 		if d == nil {
 			d = &nodeDelta{first: t, last: t, kinds: map[loupev1.Kind]int64{}}
@@ -436,6 +439,14 @@ func (s *Store) Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*lou
 	}
 	if v := q.GetGrep(); v != "" {
 		add("instr(search, ?) > 0", strings.ToLower(v))
+	}
+	if v := q.GetUser(); v != "" {
+		// "<> ''" lets SQLite use the partial index findings_user_time.
+		if strings.Contains(v, "*") {
+			add("k8s_user GLOB ? AND k8s_user <> ''", store.GlobToSQLite(v))
+		} else {
+			add("k8s_user = ? AND k8s_user <> ''", v)
+		}
 	}
 	sqlText := "SELECT body FROM findings"
 	if len(where) > 0 {

@@ -29,6 +29,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("InvalidQuery", func(t *testing.T) { testInvalid(t, open(t)) })
 	t.Run("ConcurrentSameBatch", func(t *testing.T) { testConcurrentSameBatch(t, open(t)) })
 	t.Run("GetAndCounts", func(t *testing.T) { testGetCounts(t, open(t)) })
+	t.Run("User", func(t *testing.T) { testUser(t, open(t)) })
 	t.Run("Ping", func(t *testing.T) {
 		if err := open(t).Ping(context.Background()); err != nil {
 			t.Fatal(err)
@@ -474,5 +475,47 @@ func testGetCounts(t *testing.T, s store.Store) {
 	}
 	if _, err := s.Counts(ctx, t0, t0.Add(40*24*time.Hour)); !errors.Is(err, store.ErrInvalidQuery) {
 		t.Fatalf("a 40-day span: %v", err)
+	}
+}
+
+// testUser checks the Kubernetes user filter (the k8s_user column, set from
+// the audit record of K8S_* findings) and that audit findings, which have no
+// node, add no node entry.
+func testUser(t *testing.T, s store.Store) {
+	mk := func(sec int, user string) *loupev1.Finding {
+		f := Finding(t0.Add(time.Duration(sec)*time.Second), "", loupev1.Kind_KIND_K8S_EXEC, loupev1.Severity_SEVERITY_HIGH)
+		f.Container = &loupev1.ContainerRef{Namespace: "payments", Pod: "api-1", Name: "app"}
+		f.Audit = &loupev1.K8SAudit{AuditId: NewID(), User: user, Command: []string{"sh"}}
+		f.K8SUser = user
+		return f
+	}
+	node := Finding(t0.Add(5*time.Second), "n1", loupev1.Kind_KIND_RUNTIME_EXEC_FAILED, loupev1.Severity_SEVERITY_HIGH)
+	fs := []*loupev1.Finding{mk(0, "alice@corp.example"), mk(10, "bob@corp.example"), mk(20, "system:serviceaccount:ci:deployer"), node}
+	if _, err := s.Ingest(context.Background(), store.NodeInfo{}, fs); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		user string
+		want []int
+	}{{"alice@corp.example", []int{0}}, {"*@corp.example", []int{0, 1}}, {"system:serviceaccount:*", []int{2}}, {"carol", nil}, {"*", []int{0, 1, 2}}} {
+		got := ids(QueryAll(t, s, &loupev1.QueryRequest{User: c.user, Order: loupev1.Order_ORDER_OLDEST_FIRST}))
+		var want []string
+		for _, i := range c.want {
+			want = append(want, fs[i].GetId())
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("user %q: got %v, want %v", c.user, got, want)
+		}
+	}
+	got := QueryAll(t, s, &loupev1.QueryRequest{User: "alice@corp.example"})
+	if len(got) != 1 || got[0].GetAudit().GetUser() != "alice@corp.example" || got[0].GetAudit().GetCommand()[0] != "sh" {
+		t.Errorf("audit record not stored whole: %v", got)
+	}
+	nodes, err := s.Nodes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 1 || nodes[0].GetName() != "n1" {
+		t.Errorf("nodes after audit findings: %v (want only n1)", nodes)
 	}
 }

@@ -1,0 +1,324 @@
+// Package correlate links Kubernetes audit events (K8S_* findings) to the
+// node findings they caused, when findings are read:
+//
+//   - a K8S_EXEC and a RUNTIME_EXEC or RUNTIME_EXEC_FAILED of the same
+//     namespace, pod and container name within Window of each other (the
+//     nearest such audit event, among the requests the API server let
+//     through);
+//   - a shell or any exec (SHELL_EXEC, EXEC, EXEC_FAILED, DRIFT_EXEC) whose
+//     process or one of its ancestors is the process of such a RUNTIME_EXEC,
+//     up to ChildWindow after it;
+//   - the same kinds of finding in a container a K8S_DEBUG added (kubectl
+//     debug names its container), up to DebugWindow after it.
+//
+// Links are computed from the store on every read and never stored, so
+// they hold whichever order the audit event and the node findings arrive
+// in, and whichever collector replica stored each of them.
+package correlate
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/collector/store"
+)
+
+// Time windows of the join.
+const (
+	// Window is how far apart an audit event and the runtime exec it caused
+	// may be: API server → kubelet → containerd takes milliseconds, the
+	// rest is clock skew between the control plane and the node.
+	Window = 30 * time.Second
+	// ChildWindow is how long after a runtime exec its processes are
+	// attributed to it.
+	ChildWindow = 10 * time.Minute
+	// DebugWindow is how long after kubectl debug the execs of its
+	// container are attributed to it.
+	DebugWindow = time.Hour
+	// maxCandidates bounds each store lookup.
+	maxCandidates = 200
+	// bucket rounds lookup windows, so that the findings of one container
+	// in the same minute share one store query.
+	bucket = time.Minute
+	// maxMemo bounds the lookups a Linker remembers.
+	maxMemo = 4096
+)
+
+// Relations of a Link.
+const (
+	RequestedBy = "requested_by" // on a node finding: the audit event behind it
+	Caused      = "caused"       // on an audit event: a node finding it caused
+)
+
+var (
+	runtimeKinds = []loupev1.Kind{loupev1.Kind_KIND_RUNTIME_EXEC, loupev1.Kind_KIND_RUNTIME_EXEC_FAILED}
+	processKinds = []loupev1.Kind{loupev1.Kind_KIND_SHELL_EXEC, loupev1.Kind_KIND_EXEC, loupev1.Kind_KIND_EXEC_FAILED, loupev1.Kind_KIND_DRIFT_EXEC}
+	// AuditKinds are the kinds of Kubernetes audit findings.
+	AuditKinds = []loupev1.Kind{loupev1.Kind_KIND_K8S_EXEC, loupev1.Kind_KIND_K8S_ATTACH, loupev1.Kind_KIND_K8S_PORTFORWARD,
+		loupev1.Kind_KIND_K8S_DEBUG, loupev1.Kind_KIND_K8S_NODE_PROXY, loupev1.Kind_KIND_K8S_PRIVILEGED_POD}
+)
+
+// Querier is the part of store.Store the join reads.
+type Querier interface {
+	Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*loupev1.Finding) error) error
+}
+
+// Linker computes links. A Linker memoises its lookups: use one per request.
+type Linker struct {
+	st      Querier
+	queries map[string][]*loupev1.Finding
+}
+
+// New returns a Linker reading st.
+func New(st Querier) *Linker { return &Linker{st: st, queries: map[string][]*loupev1.Finding{}} }
+
+// Annotate sets Links (and K8sUser of node findings) on fs, in place.
+func (l *Linker) Annotate(ctx context.Context, fs []*loupev1.Finding) error {
+	for _, f := range fs {
+		f.Links = nil
+		switch {
+		case f.GetKind() == loupev1.Kind_KIND_K8S_EXEC || f.GetKind() == loupev1.Kind_KIND_K8S_DEBUG:
+			caused, err := l.Caused(ctx, f)
+			if err != nil {
+				return err
+			}
+			for _, c := range caused {
+				f.Links = append(f.Links, link(c, f.GetK8SUser(), Caused))
+			}
+		case slices.Contains(runtimeKinds, f.GetKind()) || slices.Contains(processKinds, f.GetKind()):
+			ev, err := l.RequestedBy(ctx, f)
+			if err != nil {
+				return err
+			}
+			if ev != nil {
+				f.K8SUser = ev.GetK8SUser()
+				f.Links = append(f.Links, link(ev, ev.GetK8SUser(), RequestedBy))
+			}
+		}
+	}
+	return nil
+}
+
+func link(f *loupev1.Finding, user, rel string) *loupev1.Link {
+	return &loupev1.Link{FindingId: f.GetId(), Kind: f.GetKind(), Time: f.GetTime(), Node: f.GetNode(), User: user, Relation: rel}
+}
+
+// RequestedBy returns the audit event behind node finding f, or nil.
+func (l *Linker) RequestedBy(ctx context.Context, f *loupev1.Finding) (*loupev1.Finding, error) {
+	if slices.Contains(runtimeKinds, f.GetKind()) {
+		return l.execEvent(ctx, f)
+	}
+	if !slices.Contains(processKinds, f.GetKind()) {
+		return nil, nil
+	}
+	rt, err := l.startedBy(ctx, f)
+	if err != nil || rt != nil {
+		if rt == nil {
+			return nil, err
+		}
+		return l.execEvent(ctx, rt)
+	}
+	return l.debugEvent(ctx, f)
+}
+
+// execEvent is the K8S_EXEC nearest in time to runtime exec rt.
+func (l *Linker) execEvent(ctx context.Context, rt *loupev1.Finding) (*loupev1.Finding, error) {
+	c := rt.GetContainer()
+	if c.GetNamespace() == "" || c.GetPod() == "" {
+		return nil, nil
+	}
+	t := rt.GetTime().AsTime()
+	evs, err := l.query(ctx, &loupev1.QueryRequest{Namespace: c.GetNamespace(), Pod: c.GetPod(),
+		Kinds: []loupev1.Kind{loupev1.Kind_KIND_K8S_EXEC}, Since: ts(t.Add(-Window)), Until: ts(t.Add(Window))})
+	if err != nil {
+		return nil, err
+	}
+	var best *loupev1.Finding
+	for _, ev := range evs {
+		if !sameContainer(ev, rt) || ev.GetAudit().GetResponseCode() >= 400 {
+			continue // a refused request never reached the node
+		}
+		if best == nil || dist(ev, t) < dist(best, t) {
+			best = ev
+		}
+	}
+	return best, nil
+}
+
+// startedBy is the RUNTIME_EXEC whose process is f's process or one of
+// its ancestors, in the same container, at most ChildWindow before f.
+func (l *Linker) startedBy(ctx context.Context, f *loupev1.Finding) (*loupev1.Finding, error) {
+	cid := f.GetContainer().GetId()
+	if len(cid) < store.MinContainerPrefix {
+		return nil, nil
+	}
+	pids := map[int32]bool{}
+	if p := f.GetProcess().GetPid(); p > 0 {
+		pids[p] = true
+	}
+	for _, a := range f.GetProcess().GetAncestors() {
+		if a.GetPid() > 0 {
+			pids[a.GetPid()] = true
+		}
+	}
+	if len(pids) == 0 {
+		return nil, nil
+	}
+	t := f.GetTime().AsTime()
+	rts, err := l.query(ctx, &loupev1.QueryRequest{ContainerId: cid, Kinds: []loupev1.Kind{loupev1.Kind_KIND_RUNTIME_EXEC},
+		Since: ts(t.Add(-ChildWindow)), Until: ts(t.Add(Window))})
+	if err != nil {
+		return nil, err
+	}
+	var best *loupev1.Finding
+	for _, rt := range rts {
+		if rt.GetContainer().GetId() == cid && pids[rt.GetProcess().GetPid()] && (best == nil || rt.GetTime().AsTime().After(best.GetTime().AsTime())) {
+			best = rt
+		}
+	}
+	return best, nil
+}
+
+// debugEvent is the K8S_DEBUG that added f's container, or nil.
+func (l *Linker) debugEvent(ctx context.Context, f *loupev1.Finding) (*loupev1.Finding, error) {
+	c := f.GetContainer()
+	if c.GetNamespace() == "" || c.GetPod() == "" || c.GetName() == "" {
+		return nil, nil
+	}
+	t := f.GetTime().AsTime()
+	evs, err := l.query(ctx, &loupev1.QueryRequest{Namespace: c.GetNamespace(), Pod: c.GetPod(),
+		Kinds: []loupev1.Kind{loupev1.Kind_KIND_K8S_DEBUG}, Since: ts(t.Add(-DebugWindow)), Until: ts(t.Add(Window))})
+	if err != nil {
+		return nil, err
+	}
+	var best *loupev1.Finding
+	for _, ev := range evs {
+		if ev.GetContainer().GetName() == c.GetName() && ev.GetAudit().GetResponseCode() < 400 &&
+			(best == nil || ev.GetTime().AsTime().After(best.GetTime().AsTime())) {
+			best = ev
+		}
+	}
+	return best, nil
+}
+
+// Caused returns the node findings audit event ev caused, oldest first.
+func (l *Linker) Caused(ctx context.Context, ev *loupev1.Finding) ([]*loupev1.Finding, error) {
+	c := ev.GetContainer()
+	if c.GetNamespace() == "" || c.GetPod() == "" || ev.GetAudit().GetResponseCode() >= 400 {
+		return nil, nil
+	}
+	t := ev.GetTime().AsTime()
+	var out []*loupev1.Finding
+	switch ev.GetKind() {
+	case loupev1.Kind_KIND_K8S_EXEC:
+		rts, err := l.query(ctx, &loupev1.QueryRequest{Namespace: c.GetNamespace(), Pod: c.GetPod(), Kinds: runtimeKinds,
+			Since: ts(t.Add(-Window)), Until: ts(t.Add(Window))})
+		if err != nil {
+			return nil, err
+		}
+		for _, rt := range rts {
+			if !sameContainer(ev, rt) {
+				continue
+			}
+			// Only the runtime execs whose nearest audit event is ev: both
+			// directions of a link agree.
+			if back, err := l.execEvent(ctx, rt); err != nil {
+				return nil, err
+			} else if back.GetId() != ev.GetId() {
+				continue
+			}
+			out = append(out, rt)
+			if rt.GetKind() != loupev1.Kind_KIND_RUNTIME_EXEC || rt.GetProcess().GetPid() <= 0 {
+				continue
+			}
+			rtT := rt.GetTime().AsTime()
+			ps, err := l.query(ctx, &loupev1.QueryRequest{ContainerId: rt.GetContainer().GetId(), Kinds: processKinds,
+				Since: ts(rtT.Add(-Window)), Until: ts(rtT.Add(ChildWindow))})
+			if err != nil {
+				return nil, err
+			}
+			for _, p := range ps {
+				if back, err := l.startedBy(ctx, p); err != nil {
+					return nil, err
+				} else if back.GetId() == rt.GetId() {
+					out = append(out, p)
+				}
+			}
+		}
+	case loupev1.Kind_KIND_K8S_DEBUG:
+		if c.GetName() == "" {
+			return nil, nil
+		}
+		ps, err := l.query(ctx, &loupev1.QueryRequest{Namespace: c.GetNamespace(), Pod: c.GetPod(), Kinds: processKinds,
+			Since: ts(t.Add(-Window)), Until: ts(t.Add(DebugWindow))})
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range ps {
+			if p.GetContainer().GetName() != c.GetName() {
+				continue
+			}
+			if back, err := l.debugEvent(ctx, p); err != nil {
+				return nil, err
+			} else if back.GetId() == ev.GetId() {
+				out = append(out, p)
+			}
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].GetTime().AsTime().Before(out[j].GetTime().AsTime()) })
+	return out, nil
+}
+
+// query runs q (oldest first, at most maxCandidates) over its time range
+// widened to whole buckets, memoised, and returns the findings inside q's
+// own range.
+func (l *Linker) query(ctx context.Context, q *loupev1.QueryRequest) ([]*loupev1.Finding, error) {
+	since, until := q.GetSince().AsTime(), q.GetUntil().AsTime()
+	q.Since, q.Until = ts(since.Truncate(bucket)), ts(until.Truncate(bucket).Add(bucket))
+	q.Order, q.Limit = loupev1.Order_ORDER_OLDEST_FIRST, maxCandidates
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(q)
+	if err != nil {
+		return nil, err
+	}
+	key := string(b)
+	fs, ok := l.queries[key]
+	if !ok {
+		if err := l.st.Query(ctx, q, func(f *loupev1.Finding) error { fs = append(fs, f); return nil }); err != nil {
+			return nil, err
+		}
+		if len(l.queries) >= maxMemo {
+			clear(l.queries)
+		}
+		l.queries[key] = fs
+	}
+	var out []*loupev1.Finding
+	for _, f := range fs {
+		if t := f.GetTime().AsTime(); !t.Before(since) && t.Before(until) {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// sameContainer: the audit event names the node finding's container, or
+// names none (a one-container pod).
+func sameContainer(ev, f *loupev1.Finding) bool {
+	n := ev.GetContainer().GetName()
+	return n == "" || n == f.GetContainer().GetName()
+}
+
+func dist(f *loupev1.Finding, t time.Time) time.Duration {
+	d := f.GetTime().AsTime().Sub(t)
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
+func ts(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
