@@ -411,6 +411,11 @@ func (s *Server) resolveContainer(ctx context.Context, req *loupev1.CaptureReque
 		if r.GetId() == "" || (req.GetContainerName() != "" && r.GetName() != req.GetContainerName()) {
 			return nil
 		}
+		if q.Pod != "" && r.GetName() == "" {
+			// The pod's sandbox ("pause"): the tracer may see its first exec.
+			// It is never what a capture by pod means.
+			return nil
+		}
 		if _, ok := found[r.GetId()]; !ok {
 			found[r.GetId()] = cand{r.GetId(), r.GetName(), f.GetNode()}
 			order = append(order, r.GetId())
