@@ -114,6 +114,7 @@ type stack struct {
 	dbDir, agentState string
 	collector, agent  *proc
 	node              string
+	collectorExtra    []string // more loupe-collector flags
 }
 
 func newStack(t *testing.T, env *testenv.Env) *stack {
@@ -137,9 +138,9 @@ func (s *stack) init(t *testing.T) {
 
 func (s *stack) startCollector(t *testing.T) {
 	t.Helper()
-	s.collector = start(t, "loupe-collector", filepath.Join(binaries(t), "loupe-collector"),
-		"--grpc-listen", s.collectorAddr, "--http-listen", s.collectorHTTP, "--db", "sqlite://"+filepath.Join(s.dbDir, "c.db"),
-		"--tls-cert", s.pki.ServerCert, "--tls-key", s.pki.ServerKey, "--client-ca", s.pki.CAFile)
+	args := []string{"--grpc-listen", s.collectorAddr, "--http-listen", s.collectorHTTP, "--db", "sqlite://" + filepath.Join(s.dbDir, "c.db"),
+		"--tls-cert", s.pki.ServerCert, "--tls-key", s.pki.ServerKey, "--client-ca", s.pki.CAFile}
+	s.collector = start(t, "loupe-collector", filepath.Join(binaries(t), "loupe-collector"), append(args, s.collectorExtra...)...)
 	waitHTTP(t, s.collector, "http://"+s.collectorHTTP+"/readyz", 20*time.Second)
 }
 
