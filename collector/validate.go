@@ -90,6 +90,8 @@ func ValidateFinding(f *loupev1.Finding, node string, anyNode bool) *loupev1.Rej
 		return rej(ReasonInvalidSeverity, "finding %s has unknown severity %d", id, f.GetSeverity())
 	}
 	switch {
+	case f.GetNode() == "" && f.GetAudit() != nil:
+		// A Kubernetes audit event happened on no node.
 	case f.GetNode() == "":
 		f.Node = node
 	case f.GetNode() != node && !anyNode:

@@ -18,7 +18,10 @@ import (
 	"testing"
 	"time"
 
+	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/collector"
+	"github.com/loupe-dev/loupe/collector/audit"
+	"github.com/loupe-dev/loupe/collector/audit/audittest"
 	"github.com/loupe-dev/loupe/collector/console"
 	"github.com/loupe-dev/loupe/collector/console/consoletest"
 	"github.com/loupe-dev/loupe/internal/tlsutil"
@@ -341,3 +344,57 @@ func TestDownloadsAndBadInput(t *testing.T) {
 		t.Errorf("overview after bad input: %d", code)
 	}
 }
+
+// TestWhoPanel: an audit event near a runtime exec failure shows on both
+// finding pages (user, request, the link each way), and the search by user
+// returns both.
+func TestWhoPanel(t *testing.T) {
+	e := startEnv(t, nil)
+	ctx := context.Background()
+	var failed *loupev1.Finding
+	for _, id := range strings.Split(e.fleet.FailedIDs, ",") {
+		if f, err := e.srv.Store().Get(ctx, id); err == nil && f.GetKind() == loupev1.Kind_KIND_RUNTIME_EXEC_FAILED {
+			failed = f
+		}
+	}
+	if failed == nil {
+		t.Fatal("the fleet has no RUNTIME_EXEC_FAILED")
+	}
+	c := failed.GetContainer()
+	ev := audit.Finding(ptr(audittest.Exec(audittest.Alice, failed.GetTime().AsTime().Add(-time.Second), c.GetNamespace(), c.GetPod(), c.GetName(), "/bin/sh", "-c", "<img src=x onerror=alert(1)>")))
+	conn, err := collector.Dial(ctx, e.srv.GRPCAddr().String(), tlsutil.ClientOptions{Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := loupev1.NewCollectorClient(conn).Ingest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&loupev1.IngestRequest{Sequence: 1, Node: "replay", Replay: true, Findings: []*loupev1.Finding{ev}}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := stream.Recv(); err != nil || resp.GetStored() != 1 {
+		t.Fatalf("replay the audit event: %v %v", resp, err)
+	}
+	for p, wants := range map[string][]string{
+		"/finding/" + failed.GetId(): {`id="who"`, "alice@corp.example", "requested by", "/finding/" + ev.GetId()},
+		"/finding/" + ev.GetId():     {"10.1.2.3", "kubectl/v1.31.0", "caused", "/finding/" + failed.GetId(), "&lt;img src=x onerror=alert(1)&gt;"},
+		"/search?since=&user=alice%40corp.example": {"2 finding(s)", "/finding/" + failed.GetId(), "/finding/" + ev.GetId()},
+	} {
+		code, _, body := e.get(t, p, testToken)
+		if code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", p, code, body)
+		}
+		for _, w := range wants {
+			if !strings.Contains(body, w) {
+				t.Errorf("GET %s: no %q", p, w)
+			}
+		}
+		if strings.Contains(body, "<img src=x") {
+			t.Errorf("GET %s: unescaped command", p)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

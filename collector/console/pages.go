@@ -15,6 +15,7 @@ import (
 
 	"github.com/loupe-dev/loupe/agent/compliance"
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/collector/correlate"
 	"github.com/loupe-dev/loupe/collector/store"
 	"github.com/loupe-dev/loupe/internal/filter"
 )
@@ -25,7 +26,7 @@ func (c *Console) collect(ctx context.Context, q *loupev1.QueryRequest) ([]*loup
 		return nil, err
 	}
 	var out []*loupev1.Finding
-	err := c.cfg.Store.Query(ctx, q, func(f *loupev1.Finding) error { out = append(out, f); return nil })
+	err := correlate.Query(ctx, c.cfg.Store, q, func(f *loupev1.Finding) error { out = append(out, f); return nil })
 	return out, err
 }
 
@@ -154,7 +155,7 @@ func (c *Console) download(w http.ResponseWriter, r *http.Request) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	opts := protojson.MarshalOptions{UseProtoNames: true}
 	n := 0
-	err = c.cfg.Store.Query(r.Context(), req, func(f *loupev1.Finding) error {
+	err = correlate.Query(r.Context(), c.cfg.Store, req, func(f *loupev1.Finding) error {
 		b, err := opts.Marshal(f)
 		if err != nil {
 			return err
@@ -220,6 +221,9 @@ func (c *Console) finding(w http.ResponseWriter, r *http.Request) error {
 	}
 	f, err := c.cfg.Store.Get(r.Context(), id)
 	if err != nil {
+		return err
+	}
+	if err := correlate.New(c.cfg.Store).Annotate(r.Context(), []*loupev1.Finding{f}); err != nil {
 		return err
 	}
 	tree, err := c.processTree(r.Context(), f)

@@ -20,6 +20,7 @@ import (
 	"context"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -49,6 +50,112 @@ const (
 	// maxMemo bounds the lookups a Linker remembers.
 	maxMemo = 4096
 )
+
+// Query runs q against st as store.Query does, with q's user filter
+// expanded (QueryUser), and calls fn with each finding, its Links and
+// K8sUser set. The lookups of the join are store queries of their own, run
+// after q's result is read (never while a connection of the store is
+// still held for it), so a result that may hold joinable kinds is read
+// whole first: at most q's limit of findings.
+func Query(ctx context.Context, st Querier, q *loupev1.QueryRequest, fn func(*loupev1.Finding) error) error {
+	l := New(st)
+	if q.GetUser() == "" && !joinable(q.GetKinds()) {
+		return st.Query(ctx, q, fn) // nothing to link: stream
+	}
+	var out []*loupev1.Finding
+	collect := func(f *loupev1.Finding) error { out = append(out, f); return nil }
+	var err error
+	if q.GetUser() != "" {
+		err = l.QueryUser(ctx, q, collect)
+	} else {
+		err = st.Query(ctx, q, collect)
+	}
+	if err != nil {
+		return err
+	}
+	if err := l.Annotate(ctx, out); err != nil {
+		return err
+	}
+	for _, f := range out {
+		if err := fn(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// joinable: a query of kinds (none: every kind) may return findings that
+// carry links.
+func joinable(kinds []loupev1.Kind) bool {
+	if len(kinds) == 0 {
+		return true
+	}
+	for _, k := range kinds {
+		if k == loupev1.Kind_KIND_K8S_EXEC || k == loupev1.Kind_KIND_K8S_DEBUG || slices.Contains(runtimeKinds, k) || slices.Contains(processKinds, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// QueryUser answers a query with a user: the audit events of that user
+// (at most the query's limit of them, in its order) and the node findings
+// each caused, every one of them matching the query's other filters, in
+// the query's order, cut at its limit.
+func (l *Linker) QueryUser(ctx context.Context, req *loupev1.QueryRequest, fn func(*loupev1.Finding) error) error {
+	if err := store.CheckQuery(req); err != nil {
+		return err
+	}
+	limit, _ := store.EffectiveLimit(req)
+	evq := &loupev1.QueryRequest{User: req.GetUser(), Namespace: req.GetNamespace(), Pod: req.GetPod(), Kinds: AuditKinds,
+		Until: req.GetUntil(), Limit: uint32(limit), Order: req.GetOrder()}
+	if t := req.GetSince(); t != nil {
+		// An event before since may have caused node findings after it.
+		evq.Since = ts(t.AsTime().Add(-DebugWindow))
+	}
+	var evs []*loupev1.Finding
+	if err := l.st.Query(ctx, evq, func(f *loupev1.Finding) error { evs = append(evs, f); return nil }); err != nil {
+		return err
+	}
+	rest := proto.Clone(req).(*loupev1.QueryRequest)
+	rest.User = ""
+	rows := map[string]*loupev1.Finding{}
+	for _, ev := range evs {
+		if store.Match(rest, ev) {
+			rows[ev.GetId()] = ev
+		}
+		caused, err := l.Caused(ctx, ev)
+		if err != nil {
+			return err
+		}
+		for _, c := range caused {
+			if store.Match(rest, c) {
+				rows[c.GetId()] = proto.Clone(c).(*loupev1.Finding)
+			}
+		}
+	}
+	out := make([]*loupev1.Finding, 0, len(rows))
+	for _, f := range rows {
+		out = append(out, f)
+	}
+	oldest := req.GetOrder() == loupev1.Order_ORDER_OLDEST_FIRST
+	slices.SortFunc(out, func(a, b *loupev1.Finding) int {
+		c := a.GetTime().AsTime().Compare(b.GetTime().AsTime())
+		if c == 0 {
+			c = strings.Compare(a.GetId(), b.GetId())
+		}
+		if !oldest {
+			c = -c
+		}
+		return c
+	})
+	for _, f := range out[:min(len(out), limit)] {
+		if err := fn(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Relations of a Link.
 const (
