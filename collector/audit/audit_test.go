@@ -90,7 +90,9 @@ func TestOtherRequests(t *testing.T) {
 					slices.Equal(f.GetAudit().GetCommand(), []string{"sh"}) && f.GetDetails()["target_container"] == "app"
 			}},
 		{"node proxy", audittest.NodeProxy(audittest.Alice, at, "node-3", "pods"), loupev1.Kind_KIND_K8S_NODE_PROXY, loupev1.Severity_SEVERITY_HIGH,
-			func(f *loupev1.Finding) bool { return f.GetDetails()["target_node"] == "node-3" && f.GetContainer() == nil }},
+			func(f *loupev1.Finding) bool {
+				return f.GetDetails()["target_node"] == "node-3" && f.GetContainer() == nil
+			}},
 		{"privileged pod", audittest.CreatePod(audittest.Alice, at, "ops", "toolbox", corev1.PodSpec{HostPID: true, Containers: []corev1.Container{
 			{Name: "c", Image: "x", SecurityContext: &corev1.SecurityContext{Privileged: &yes}}}}),
 			loupev1.Kind_KIND_K8S_PRIVILEGED_POD, loupev1.Severity_SEVERITY_MEDIUM,
@@ -131,11 +133,11 @@ func TestDenied(t *testing.T) {
 func TestBadBatches(t *testing.T) {
 	many := make([]auditv1.Event, audit.MaxEvents+1)
 	for name, body := range map[string][]byte{
-		"not JSON":      []byte("{"),
-		"wrong kind":    []byte(`{"kind":"Event","apiVersion":"audit.k8s.io/v1"}`),
-		"v1beta1":       []byte(`{"kind":"EventList","apiVersion":"audit.k8s.io/v1beta1","items":[]}`),
-		"too many":      audittest.List(many...),
-		"too large":     append([]byte(`{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[],"x":"`), bytes.Repeat([]byte("a"), audit.MaxBatchBytes)...),
+		"not JSON":       []byte("{"),
+		"wrong kind":     []byte(`{"kind":"Event","apiVersion":"audit.k8s.io/v1"}`),
+		"v1beta1":        []byte(`{"kind":"EventList","apiVersion":"audit.k8s.io/v1beta1","items":[]}`),
+		"too many":       audittest.List(many...),
+		"too large":      append([]byte(`{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[],"x":"`), bytes.Repeat([]byte("a"), audit.MaxBatchBytes)...),
 		"items not list": []byte(`{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":{}}`),
 	} {
 		if _, err := audit.Decode(bytes.NewReader(body)); !errors.Is(err, audit.ErrBadBatch) {

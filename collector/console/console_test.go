@@ -378,8 +378,8 @@ func TestWhoPanel(t *testing.T) {
 		t.Fatalf("replay the audit event: %v %v", resp, err)
 	}
 	for p, wants := range map[string][]string{
-		"/finding/" + failed.GetId(): {`id="who"`, "alice@corp.example", "requested by", "/finding/" + ev.GetId()},
-		"/finding/" + ev.GetId():     {"10.1.2.3", "kubectl/v1.31.0", "caused", "/finding/" + failed.GetId(), "&lt;img src=x onerror=alert(1)&gt;"},
+		"/finding/" + failed.GetId():               {`id="who"`, "alice@corp.example", "requested by", "/finding/" + ev.GetId()},
+		"/finding/" + ev.GetId():                   {"10.1.2.3", "kubectl/v1.31.0", "caused", "/finding/" + failed.GetId(), "&lt;img src=x onerror=alert(1)&gt;"},
 		"/search?since=&user=alice%40corp.example": {"2 finding(s)", "/finding/" + failed.GetId(), "/finding/" + ev.GetId()},
 	} {
 		code, _, body := e.get(t, p, testToken)
