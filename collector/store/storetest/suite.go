@@ -266,6 +266,16 @@ func testFilters(t *testing.T, s store.Store) {
 			if !slices.Equal(got, want) {
 				t.Fatalf("got %v\nwant %v", got, want)
 			}
+			// store.Match, the in-memory filter of the collector's join, agrees.
+			var matched []string
+			for _, f := range fs {
+				if store.Match(c.q, f) {
+					matched = append(matched, f.GetId())
+				}
+			}
+			if !slices.Equal(matched, want) {
+				t.Fatalf("store.Match: %v\nwant %v", matched, want)
+			}
 		})
 	}
 }
