@@ -380,75 +380,96 @@ func TestPostgresOverlay(t *testing.T) {
 // postgres overlay (which replaces the collector's args, so the order of
 // components matters): the console flags, its port on the Pod and the
 // Service, the token Secret mounted read-only, and a NetworkPolicy rule.
-func TestConsoleComponent(t *testing.T) {
+// TestListenerComponents builds the components that open a port of the
+// collector (the web console, the audit webhook) on base and on the
+// PostgreSQL overlay (which replaces the collector's args): the flags, the
+// port on the pod and the Service, the token Secret mounted read-only, and
+// the NetworkPolicy rule for the port.
+func TestListenerComponents(t *testing.T) {
 	root, _ := buildDirs(t)
-	for _, parent := range []string{"base", "overlays/postgres"} {
-		t.Run(parent, func(t *testing.T) {
-			dir := filepath.Join(root, "test-console-"+strings.ReplaceAll(parent, "/", "-"))
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../" + parent +
-				"\ncomponents:\n  - ../components/console\n"
-			if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			objs, err := Build(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var (
-				dep *appsv1.Deployment
-				svc *corev1.Service
-				np  *networkingv1.NetworkPolicy
-			)
-			for _, o := range objs {
-				switch v := o.Value.(type) {
-				case *appsv1.Deployment:
-					if v.Name == "loupe-collector" {
-						dep = v
-					}
-				case *corev1.Service:
-					if v.Name == "loupe-collector" {
-						svc = v
-					}
-				case *networkingv1.NetworkPolicy:
-					if v.Name == "loupe-collector" {
-						np = v
+	for _, c := range []struct {
+		component, port, secret, mount string
+		number                         int32
+		args                           []string
+		from                           func(networkingv1.NetworkPolicyPeer) bool
+	}{
+		{"console", "console", "loupe-console-tokens", "/etc/loupe/console", 8443,
+			[]string{"--console-listen=:8443", "--console-token-file=/etc/loupe/console/tokens"},
+			func(p networkingv1.NetworkPolicyPeer) bool {
+				return p.NamespaceSelector != nil && p.NamespaceSelector.MatchLabels["loupe.dev/console"] == "allow"
+			}},
+		{"audit", "audit", "loupe-audit-tokens", "/etc/loupe/audit", 8444,
+			[]string{"--audit-listen=:8444", "--audit-token-file=/etc/loupe/audit/tokens"},
+			func(p networkingv1.NetworkPolicyPeer) bool { return p.IPBlock != nil && p.IPBlock.CIDR != "" }},
+	} {
+		for _, parent := range []string{"base", "overlays/postgres"} {
+			t.Run(c.component+" on "+parent, func(t *testing.T) {
+				dir := filepath.Join(root, "test-"+c.component+"-"+strings.ReplaceAll(parent, "/", "-"))
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../" + parent +
+					"\ncomponents:\n  - ../components/" + c.component + "\n"
+				if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				objs, err := Build(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var (
+					dep *appsv1.Deployment
+					svc *corev1.Service
+					np  *networkingv1.NetworkPolicy
+				)
+				for _, o := range objs {
+					switch v := o.Value.(type) {
+					case *appsv1.Deployment:
+						if v.Name == "loupe-collector" {
+							dep = v
+						}
+					case *corev1.Service:
+						if v.Name == "loupe-collector" {
+							svc = v
+						}
+					case *networkingv1.NetworkPolicy:
+						if v.Name == "loupe-collector" {
+							np = v
+						}
 					}
 				}
-			}
-			if dep == nil || svc == nil || np == nil {
-				t.Fatalf("missing objects: deployment %v service %v networkpolicy %v", dep != nil, svc != nil, np != nil)
-			}
-			c := dep.Spec.Template.Spec.Containers[0]
-			for _, want := range []string{"--console-listen=:8443", "--console-token-file=/etc/loupe/console/tokens", "--tls-cert=/etc/loupe/tls/tls.crt"} {
-				if !slices.Contains(c.Args, want) {
-					t.Errorf("collector args %v lack %s", c.Args, want)
+				if dep == nil || svc == nil || np == nil {
+					t.Fatalf("missing objects: deployment %v service %v networkpolicy %v", dep != nil, svc != nil, np != nil)
 				}
-			}
-			if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "console" && p.ContainerPort == 8443 }) {
-				t.Errorf("container ports %v: no console 8443", c.Ports)
-			}
-			if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
-				return m.Name == "console-tokens" && m.MountPath == "/etc/loupe/console" && m.ReadOnly
-			}) {
-				t.Errorf("volume mounts %v: no read-only console-tokens at /etc/loupe/console", c.VolumeMounts)
-			}
-			if !slices.ContainsFunc(dep.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
-				return v.Name == "console-tokens" && v.Secret != nil && v.Secret.SecretName == "loupe-console-tokens"
-			}) {
-				t.Errorf("volumes %v: no Secret loupe-console-tokens", dep.Spec.Template.Spec.Volumes)
-			}
-			if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "console" && p.Port == 8443 }) {
-				t.Errorf("service ports %v: no console 8443", svc.Spec.Ports)
-			}
-			if !slices.ContainsFunc(np.Spec.Ingress, func(r networkingv1.NetworkPolicyIngressRule) bool {
-				return len(r.Ports) == 1 && r.Ports[0].Port.IntValue() == 8443 && len(r.From) == 1 &&
-					r.From[0].NamespaceSelector != nil && r.From[0].NamespaceSelector.MatchLabels["loupe.dev/console"] == "allow"
-			}) {
-				t.Errorf("network policy %+v: no rule admitting namespaces labelled loupe.dev/console=allow on 8443", np.Spec.Ingress)
-			}
-		})
+				ctr := dep.Spec.Template.Spec.Containers[0]
+				for _, want := range append(c.args, "--tls-cert=/etc/loupe/tls/tls.crt") {
+					if !slices.Contains(ctr.Args, want) {
+						t.Errorf("collector args %v lack %s", ctr.Args, want)
+					}
+				}
+				if !slices.ContainsFunc(ctr.Ports, func(p corev1.ContainerPort) bool { return p.Name == c.port && p.ContainerPort == c.number }) {
+					t.Errorf("container ports %v: no %s %d", ctr.Ports, c.port, c.number)
+				}
+				vol := c.component + "-tokens"
+				if !slices.ContainsFunc(ctr.VolumeMounts, func(m corev1.VolumeMount) bool {
+					return m.Name == vol && m.MountPath == c.mount && m.ReadOnly
+				}) {
+					t.Errorf("volume mounts %v: no read-only %s at %s", ctr.VolumeMounts, vol, c.mount)
+				}
+				if !slices.ContainsFunc(dep.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+					return v.Name == vol && v.Secret != nil && v.Secret.SecretName == c.secret
+				}) {
+					t.Errorf("volumes %v: no Secret %s", dep.Spec.Template.Spec.Volumes, c.secret)
+				}
+				if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == c.port && p.Port == c.number }) {
+					t.Errorf("service ports %v: no %s %d", svc.Spec.Ports, c.port, c.number)
+				}
+				if !slices.ContainsFunc(np.Spec.Ingress, func(r networkingv1.NetworkPolicyIngressRule) bool {
+					return len(r.Ports) == 1 && r.Ports[0].Port.IntValue() == int(c.number) && len(r.From) == 1 && c.from(r.From[0])
+				}) {
+					t.Errorf("network policy %+v: no rule for port %d", np.Spec.Ingress, c.number)
+				}
+			})
+		}
 	}
 }
