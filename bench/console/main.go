@@ -2,8 +2,9 @@
 // findings (SQLite, spread over 30 days from 50 nodes, storetest.Realistic):
 // the server time of the overview, of searches and of a pod timeline, each
 // against the plain store.Query of the same rows in the same run (the ratio
-// is the console's cost on top of the query), and the overview's page
-// weight with its assets. Requests go straight to the console's handler
+// is the console's cost on top of the query), queries with and without the
+// audit join (collector/correlate), and the overview's page weight with its
+// assets. Requests go straight to the console's handler
 // (httptest.NewRecorder), so the time is the server's, without a network.
 //
 //	go run ./bench/console [-rows 1000000] [-db /var/tmp/loupe-bench-console.db] [-n 30]
@@ -29,8 +30,11 @@ import (
 	"slices"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/collector/console"
+	"github.com/loupe-dev/loupe/collector/correlate"
 	"github.com/loupe-dev/loupe/collector/store"
 	_ "github.com/loupe-dev/loupe/collector/store/sqlite" // the store measured
 	"github.com/loupe-dev/loupe/collector/store/storetest"
@@ -75,6 +79,10 @@ func run(ctx context.Context, rows int, db string, n int) error {
 	if err != nil {
 		return err
 	}
+	users, err := seedAudit(ctx, st)
+	if err != nil {
+		return err
+	}
 	c, err := newConsole(st, now)
 	if err != nil {
 		return err
@@ -110,7 +118,73 @@ func run(ctx context.Context, rows int, db string, n int) error {
 		fmt.Printf("| %s | %d | %s | %s | %s | %.2f× |\n", p.name, got, ms(pt[len(pt)/2]), ms(pt[len(pt)*95/100]), ms(bt[len(bt)/2]),
 			float64(pt[len(pt)/2])/float64(max(bt[len(bt)/2], time.Microsecond)))
 	}
+	// The join of Kubernetes audit events (collector/correlate), which every
+	// read path runs: with it and without it, same rows.
+	fmt.Printf("\nQueries with the audit join (correlate.Query, as gRPC Query and the console run them) against store.Query, same rows;\n"+
+		"%d K8S_EXEC audit events, one per runtime exec, by 20 users:\n\n", users)
+	fmt.Printf("| query | rows | with join p50 | store.Query p50 | ratio (p50) |\n|---|---|---|---|---|\n")
+	join := func(ctx context.Context, q *loupev1.QueryRequest, fn func(*loupev1.Finding) error) error {
+		return correlate.Query(ctx, st, q, fn)
+	}
+	for _, j := range []struct {
+		name string
+		v    url.Values
+	}{
+		{"last 24 h, 1,000 (loupe query default)", url.Values{"since": {"24h"}, "limit": {"1000"}}},
+		{"runtime_exec_failed, 7 days", url.Values{"kind": {"runtime_exec_failed"}, "since": {"168h"}, "limit": {"1000"}}},
+		{"shell_exec, 7 days, 1,000", url.Values{"kind": {"shell_exec"}, "since": {"168h"}, "limit": {"1000"}}},
+		{"every kind, 30 days, 10,000", url.Values{"since": {"720h"}, "limit": {"10000"}}},
+		{"package, 30 days, 10,000 (not joinable: streams)", url.Values{"kind": {"package"}, "since": {"720h"}, "limit": {"10000"}}},
+		{"--user (one of 20), 7 days, 1,000", url.Values{"user": {"user-7@corp.example"}, "since": {"168h"}, "limit": {"1000"}}},
+	} {
+		got, jt, err := timeQueryWith(ctx, join, j.v, now, max(n/3, 5))
+		if err != nil {
+			return fmt.Errorf("%s: %w", j.name, err)
+		}
+		_, bt, err := timeQuery(ctx, st, j.v, now, max(n/3, 5))
+		if err != nil {
+			return fmt.Errorf("%s baseline: %w", j.name, err)
+		}
+		fmt.Printf("| %s | %d | %s | %s | %.2f× |\n", j.name, got, ms(jt[len(jt)/2]), ms(bt[len(bt)/2]),
+			float64(jt[len(jt)/2])/float64(max(bt[len(bt)/2], time.Microsecond)))
+	}
 	return weight(c)
+}
+
+// seedAudit adds, once, a kubectl exec audit event 200 ms before each
+// runtime exec of the store (users user-0…user-19@corp.example), so that the
+// join's lookups find what they look for. It returns how many there are.
+func seedAudit(ctx context.Context, st store.Store) (int, error) {
+	kinds := []loupev1.Kind{loupev1.Kind_KIND_RUNTIME_EXEC, loupev1.Kind_KIND_RUNTIME_EXEC_FAILED}
+	var have int
+	if err := st.Query(ctx, &loupev1.QueryRequest{Kinds: []loupev1.Kind{loupev1.Kind_KIND_K8S_EXEC}, Limit: store.MaxLimit},
+		func(*loupev1.Finding) error { have++; return nil }); err != nil || have > 0 {
+		return have, err
+	}
+	var rts []*loupev1.Finding
+	if err := st.Query(ctx, &loupev1.QueryRequest{Kinds: kinds, Limit: store.MaxLimit}, func(f *loupev1.Finding) error {
+		rts = append(rts, f)
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	batch := make([]*loupev1.Finding, 0, 1000)
+	for i, rt := range rts {
+		c := rt.GetContainer()
+		user := fmt.Sprintf("user-%d@corp.example", i%20)
+		batch = append(batch, &loupev1.Finding{Id: storetest.NewID(), Time: timestamppb.New(rt.GetTime().AsTime().Add(-200 * time.Millisecond)),
+			Kind: loupev1.Kind_KIND_K8S_EXEC, Severity: loupev1.Severity_SEVERITY_HIGH, Rule: "k8s-audit", K8SUser: user,
+			Summary:   user + " ran kubectl exec",
+			Container: &loupev1.ContainerRef{Namespace: c.GetNamespace(), Pod: c.GetPod(), Name: c.GetName()},
+			Audit:     &loupev1.K8SAudit{AuditId: storetest.NewID(), User: user, Command: []string{"/bin/sh"}, ResponseCode: 101, Verb: "create"}})
+		if len(batch) == cap(batch) || i == len(rts)-1 {
+			if _, err := st.Ingest(ctx, store.NodeInfo{}, batch); err != nil {
+				return 0, err
+			}
+			batch = batch[:0]
+		}
+	}
+	return len(rts), nil
 }
 
 // openStore opens db, filling it first when it holds fewer than rows findings.
@@ -215,6 +289,12 @@ func timePage(c http.Handler, path string, n int) ([]byte, []time.Duration, erro
 // timeQuery times n store.Query calls of the search v, collecting the rows
 // as the console does, and returns how many there were.
 func timeQuery(ctx context.Context, st store.Store, v url.Values, now time.Time, n int) (int, []time.Duration, error) {
+	return timeQueryWith(ctx, st.Query, v, now, n)
+}
+
+// timeQueryWith times query (store.Query, or correlate.Query on st) for v.
+func timeQueryWith(ctx context.Context, query func(context.Context, *loupev1.QueryRequest, func(*loupev1.Finding) error) error,
+	v url.Values, now time.Time, n int) (int, []time.Duration, error) {
 	f, err := filter.FromValues(v, filter.Filter{})
 	if err != nil {
 		return 0, nil, err
@@ -228,7 +308,7 @@ func timeQuery(ctx context.Context, st store.Store, v url.Values, now time.Time,
 	for i := range n + 3 {
 		var out []*loupev1.Finding
 		t := time.Now()
-		if err := st.Query(ctx, q, func(f *loupev1.Finding) error { out = append(out, f); return nil }); err != nil {
+		if err := query(ctx, q, func(f *loupev1.Finding) error { out = append(out, f); return nil }); err != nil {
 			return 0, nil, err
 		}
 		if i >= 3 {

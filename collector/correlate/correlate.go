@@ -180,13 +180,34 @@ type Querier interface {
 type Linker struct {
 	st      Querier
 	queries map[string][]*loupev1.Finding
+
+	// The K8S_EXEC and K8S_DEBUG events of pods, read once per Annotate
+	// (prefetch): most node findings then need no lookup of their own (no
+	// audit event near them, no link).
+	ev map[string]*podEvents
 }
+
+// podEvents are the audit events of one pod in [from, to).
+type podEvents struct {
+	from, to time.Time
+	list     []*loupev1.Finding
+}
+
+// Bounds of the prefetch: the audit events it reads at once, and the pods
+// it reads one by one (more pods: one query for all of them).
+const (
+	maxPrefetch     = 10000
+	maxPrefetchPods = 16
+)
 
 // New returns a Linker reading st.
 func New(st Querier) *Linker { return &Linker{st: st, queries: map[string][]*loupev1.Finding{}} }
 
 // Annotate sets Links (and K8sUser of node findings) on fs, in place.
 func (l *Linker) Annotate(ctx context.Context, fs []*loupev1.Finding) error {
+	if err := l.prefetch(ctx, fs); err != nil {
+		return err
+	}
 	for _, f := range fs {
 		f.Links = nil
 		switch {
@@ -212,6 +233,104 @@ func (l *Linker) Annotate(ctx context.Context, fs []*loupev1.Finding) error {
 	return nil
 }
 
+// prefetch reads the audit events that may link to the node findings of
+// fs: per pod when they are of a few pods, else all of them at once, and
+// keeps them when there are at most maxPrefetch.
+func (l *Linker) prefetch(ctx context.Context, fs []*loupev1.Finding) error {
+	l.ev = map[string]*podEvents{}
+	spans := map[string]*podEvents{}
+	var all *podEvents
+	for _, f := range fs {
+		c := f.GetContainer()
+		if c.GetNamespace() == "" || c.GetPod() == "" || !(slices.Contains(runtimeKinds, f.GetKind()) || slices.Contains(processKinds, f.GetKind())) {
+			continue
+		}
+		t := f.GetTime().AsTime()
+		if all == nil {
+			all = &podEvents{from: t, to: t}
+		}
+		all.from, all.to = minTime(all.from, t), maxTime(all.to, t)
+		sp := spans[podKey(c)]
+		if sp == nil {
+			sp = &podEvents{from: t, to: t}
+			spans[podKey(c)] = sp
+		}
+		sp.from, sp.to = minTime(sp.from, t), maxTime(sp.to, t)
+	}
+	if all == nil {
+		return nil
+	}
+	// Cover every lookup a finding of the span may make.
+	widen := func(sp *podEvents) { sp.from, sp.to = sp.from.Add(-DebugWindow-ChildWindow-Window), sp.to.Add(2*Window+time.Nanosecond) }
+	kinds := []loupev1.Kind{loupev1.Kind_KIND_K8S_EXEC, loupev1.Kind_KIND_K8S_DEBUG}
+	read := func(q *loupev1.QueryRequest, fn func(*loupev1.Finding)) (bool, error) {
+		q.Kinds, q.Limit, q.Order = kinds, maxPrefetch, loupev1.Order_ORDER_OLDEST_FIRST
+		n := 0
+		err := l.st.Query(ctx, q, func(f *loupev1.Finding) error { n++; fn(f); return nil })
+		return n < maxPrefetch, err
+	}
+	if len(spans) <= maxPrefetchPods {
+		for key, sp := range spans {
+			widen(sp)
+			ns, pod, _ := strings.Cut(key, "/")
+			complete, err := read(&loupev1.QueryRequest{Namespace: ns, Pod: pod, Since: ts(sp.from), Until: ts(sp.to)},
+				func(f *loupev1.Finding) { sp.list = append(sp.list, f) })
+			if err != nil {
+				return err
+			}
+			if complete {
+				l.ev[key] = sp
+			}
+		}
+		return nil
+	}
+	widen(all)
+	byPod := map[string][]*loupev1.Finding{}
+	complete, err := read(&loupev1.QueryRequest{Since: ts(all.from), Until: ts(all.to)}, func(f *loupev1.Finding) {
+		byPod[podKey(f.GetContainer())] = append(byPod[podKey(f.GetContainer())], f)
+	})
+	if err != nil || !complete {
+		return err
+	}
+	for key := range spans {
+		l.ev[key] = &podEvents{from: all.from, to: all.to, list: byPod[key]}
+	}
+	return nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func podKey(c *loupev1.ContainerRef) string { return c.GetNamespace() + "/" + c.GetPod() }
+
+// events returns the audit events of kind for c's pod in [since, until),
+// from the prefetch when it covers the range, else from the store.
+func (l *Linker) events(ctx context.Context, kind loupev1.Kind, c *loupev1.ContainerRef, since, until time.Time) ([]*loupev1.Finding, error) {
+	pe := l.ev[podKey(c)]
+	if pe == nil || since.Before(pe.from) || until.After(pe.to) {
+		return l.query(ctx, &loupev1.QueryRequest{Namespace: c.GetNamespace(), Pod: c.GetPod(), Kinds: []loupev1.Kind{kind},
+			Since: ts(since), Until: ts(until)})
+	}
+	var out []*loupev1.Finding
+	for _, ev := range pe.list {
+		if t := ev.GetTime().AsTime(); ev.GetKind() == kind && !t.Before(since) && t.Before(until) {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
 func link(f *loupev1.Finding, user, rel string) *loupev1.Link {
 	return &loupev1.Link{FindingId: f.GetId(), Kind: f.GetKind(), Time: f.GetTime(), Node: f.GetNode(), User: user, Relation: rel}
 }
@@ -223,6 +342,18 @@ func (l *Linker) RequestedBy(ctx context.Context, f *loupev1.Finding) (*loupev1.
 	}
 	if !slices.Contains(processKinds, f.GetKind()) {
 		return nil, nil
+	}
+	if c := f.GetContainer(); c.GetNamespace() != "" && c.GetPod() != "" {
+		// No kubectl exec into this pod in the time a runtime exec could
+		// have started f: no need to look for one.
+		t := f.GetTime().AsTime()
+		evs, err := l.events(ctx, loupev1.Kind_KIND_K8S_EXEC, c, t.Add(-ChildWindow-Window), t.Add(2*Window))
+		if err != nil {
+			return nil, err
+		}
+		if len(evs) == 0 {
+			return l.debugEvent(ctx, f)
+		}
 	}
 	rt, err := l.startedBy(ctx, f)
 	if err != nil || rt != nil {
@@ -241,8 +372,7 @@ func (l *Linker) execEvent(ctx context.Context, rt *loupev1.Finding) (*loupev1.F
 		return nil, nil
 	}
 	t := rt.GetTime().AsTime()
-	evs, err := l.query(ctx, &loupev1.QueryRequest{Namespace: c.GetNamespace(), Pod: c.GetPod(),
-		Kinds: []loupev1.Kind{loupev1.Kind_KIND_K8S_EXEC}, Since: ts(t.Add(-Window)), Until: ts(t.Add(Window))})
+	evs, err := l.events(ctx, loupev1.Kind_KIND_K8S_EXEC, c, t.Add(-Window), t.Add(Window))
 	if err != nil {
 		return nil, err
 	}
@@ -299,8 +429,7 @@ func (l *Linker) debugEvent(ctx context.Context, f *loupev1.Finding) (*loupev1.F
 		return nil, nil
 	}
 	t := f.GetTime().AsTime()
-	evs, err := l.query(ctx, &loupev1.QueryRequest{Namespace: c.GetNamespace(), Pod: c.GetPod(),
-		Kinds: []loupev1.Kind{loupev1.Kind_KIND_K8S_DEBUG}, Since: ts(t.Add(-DebugWindow)), Until: ts(t.Add(Window))})
+	evs, err := l.events(ctx, loupev1.Kind_KIND_K8S_DEBUG, c, t.Add(-DebugWindow), t.Add(Window))
 	if err != nil {
 		return nil, err
 	}
