@@ -272,23 +272,15 @@ func quote(cmd []string) string {
 	return string(b)
 }
 
-func words(ws []string) []string {
-	out := make([]string, 0, min(len(ws), maxCommand))
-	for _, w := range ws {
-		if len(out) == maxCommand {
-			break
-		}
-		out = append(out, clip(w))
-	}
-	return out
-}
+// words is ws bounded to maxCommand entries, each clipped.
+func words(ws []string) []string { return bound(ws, maxCommand) }
 
-func list(ws []string) []string {
-	out := make([]string, 0, min(len(ws), maxList))
-	for _, w := range ws {
-		if len(out) == maxList {
-			break
-		}
+// list is ws bounded to maxList entries, each clipped.
+func list(ws []string) []string { return bound(ws, maxList) }
+
+func bound(ws []string, n int) []string {
+	out := make([]string, 0, min(len(ws), n))
+	for _, w := range ws[:min(len(ws), n)] {
 		out = append(out, clip(w))
 	}
 	return out
