@@ -80,13 +80,20 @@ type pendingCapture struct {
 // captureDir is where bundles are kept: Config.CaptureDir, else a
 // "captures" directory next to a SQLite database.
 func captureDir(cfg Config) (string, string) {
-	if cfg.CaptureDir != "" {
-		return cfg.CaptureDir, ""
+	return besideDB(cfg, cfg.CaptureDir, "captures", "captures need --capture-dir")
+}
+
+// besideDB is dir when set, else the directory sub next to a SQLite
+// database; with another store it is "" and the reason why (need, e.g.
+// "captures need --capture-dir", and the store).
+func besideDB(cfg Config, dir, sub, need string) (string, string) {
+	if dir != "" {
+		return dir, ""
 	}
 	if o, err := sqlite.ParseDSN(cfg.DB); err == nil {
-		return filepath.Join(filepath.Dir(o.Path), "captures"), ""
+		return filepath.Join(filepath.Dir(o.Path), sub), ""
 	}
-	return "", "captures need --capture-dir when the store is not SQLite"
+	return "", need + " when the store is not SQLite"
 }
 
 func newCaptures(s *Server) (*captures, error) {

@@ -27,6 +27,7 @@ import (
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/collector/console"
+	"github.com/loupe-dev/loupe/collector/output"
 	"github.com/loupe-dev/loupe/collector/store"
 	_ "github.com/loupe-dev/loupe/collector/store/postgres" // for fleets: several replicas on one database
 	_ "github.com/loupe-dev/loupe/collector/store/sqlite"   // the default backend
@@ -90,6 +91,11 @@ type Config struct {
 	// AuditClientCN (default "kube-apiserver"), or a bearer token whose
 	// sha256 is in AuditTokenFile.
 	AuditListen, AuditTokenFile, AuditClientCN string
+	// Outputs push findings to webhooks, syslog and falcosidekick
+	// (collector/output), from durable outboxes under OutputDir (default:
+	// "outputs" next to a SQLite database).
+	Outputs   []output.Config
+	OutputDir string
 }
 
 func (c *Config) setDefaults() {
@@ -134,7 +140,8 @@ type Server struct {
 	webLis   net.Listener
 	auditSrv *http.Server // the audit webhook
 	auditLis net.Listener
-	outputs  outbox
+	outputs  outbox          // s.outs, or noOutputs
+	outs     *output.Outputs // nil without --output
 	mtls     bool
 	ready    atomic.Bool
 	draining chan struct{}
@@ -186,6 +193,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	fail := func(err error) (*Server, error) {
 		s.store.Close()
+		if s.outs != nil {
+			s.outs.Close()
+		}
 		for _, l := range []net.Listener{s.grpcLis, s.httpLis, s.webLis, s.auditLis} {
 			if l != nil {
 				l.Close()
@@ -195,6 +205,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if s.caps, err = newCaptures(s); err != nil {
 		return fail(err)
+	}
+	if len(cfg.Outputs) > 0 {
+		dir, why := besideDB(cfg, cfg.OutputDir, "outputs", "--output needs --output-dir (a persistent directory for its outboxes)")
+		if dir == "" {
+			return fail(errors.New(why))
+		}
+		if s.outs, err = output.Open(dir, cfg.Outputs, s.reg, s.log); err != nil {
+			return fail(fmt.Errorf("outputs: %w", err))
+		}
+		s.outputs = s.outs
 	}
 	if s.grpcLis, err = net.Listen("tcp", cfg.GRPCListen); err != nil {
 		return fail(fmt.Errorf("gRPC listener (--grpc-listen %s): %w", cfg.GRPCListen, err))
@@ -344,9 +364,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.pruneLoop(pruneCtx) }()
 	}
+	if s.outs != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.outs.Run(pruneCtx) }()
+	}
 	s.ready.Store(true)
 	s.log.Info("collector ready", "grpc", s.GRPCAddr().String(), "http", fmt.Sprint(s.HTTPAddr()), "db", s.cfg.DB,
-		"console", fmt.Sprint(s.ConsoleAddr()), "audit", fmt.Sprint(s.AuditAddr()), "mtls", s.mtls, "insecure", s.cfg.Insecure, "retention", s.cfg.Retention.String(), "version", version.Version)
+		"console", fmt.Sprint(s.ConsoleAddr()), "audit", fmt.Sprint(s.AuditAddr()), "outputs", len(s.cfg.Outputs), "mtls", s.mtls, "insecure", s.cfg.Insecure, "retention", s.cfg.Retention.String(), "version", version.Version)
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -369,7 +393,7 @@ func (s *Server) shutdown(stopPrune context.CancelFunc, wg *sync.WaitGroup) {
 		s.grpc.Stop()
 		<-done
 	}
-	stopPrune()
+	stopPrune() // and the outputs' delivery: what is not delivered stays in the outboxes
 	wg.Wait()
 	hctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -384,6 +408,11 @@ func (s *Server) shutdown(stopPrune context.CancelFunc, wg *sync.WaitGroup) {
 	if s.auditSrv != nil {
 		if err := s.auditSrv.Shutdown(hctx); err != nil {
 			s.log.Warn("audit webhook shutdown", "err", err)
+		}
+	}
+	if s.outs != nil { // after every ingest path has stopped
+		if err := s.outs.Close(); err != nil {
+			s.log.Warn("close outputs", "err", err)
 		}
 	}
 	if err := s.store.Close(); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/loupe-dev/loupe/collector"
 	"github.com/loupe-dev/loupe/collector/console"
+	"github.com/loupe-dev/loupe/collector/output"
 	"github.com/loupe-dev/loupe/internal/version"
 )
 
@@ -22,6 +23,7 @@ func main() {
 		cfg            collector.Config
 		showVersion    bool
 		trustedProxies string
+		outputs        []string
 	)
 	fs := flag.NewFlagSet("loupe-collector", flag.ExitOnError)
 	fs.Usage = func() {
@@ -47,6 +49,11 @@ func main() {
 	fs.StringVar(&cfg.AuditListen, "audit-listen", "", "serve the Kubernetes audit webhook backend on this address, e.g. :8444 (HTTPS on /audit; needs --tls-cert; off when empty)")
 	fs.StringVar(&cfg.AuditTokenFile, "audit-token-file", "", "bearer tokens the API server's audit webhook may present, one sha256 per line as sha256sum prints it")
 	fs.StringVar(&cfg.AuditClientCN, "audit-client-cn", collector.DefaultAuditClientCN, "client certificate CommonName (signed by --client-ca) accepted from the API server's audit webhook")
+	fs.Func("output", "push findings to a receiver (repeatable): TYPE=URL[,key=value…] with TYPE webhook, syslog or falcosidekick, e.g. webhook=https://siem.example/loupe,min-severity=high,kind=shell_exec (docs/outputs.md)", func(v string) error {
+		outputs = append(outputs, v)
+		return nil
+	})
+	fs.StringVar(&cfg.OutputDir, "output-dir", "", "persistent directory of the outputs' outboxes (default: outputs/ next to the SQLite database; required with PostgreSQL)")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	_ = fs.Parse(os.Args[1:])
 	if v := os.Getenv("LOUPE_DB"); v != "" {
@@ -64,6 +71,14 @@ func main() {
 	if cfg.ConsoleAuth.TrustedProxies, err = console.ParseTrustedProxies([]string{trustedProxies}); err != nil {
 		fmt.Fprintln(os.Stderr, "loupe-collector:", err)
 		os.Exit(2)
+	}
+	for _, spec := range outputs {
+		oc, err := output.ParseSpec(spec)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loupe-collector: --output:", err)
+			os.Exit(2)
+		}
+		cfg.Outputs = append(cfg.Outputs, oc)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

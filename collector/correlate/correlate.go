@@ -261,7 +261,9 @@ func (l *Linker) prefetch(ctx context.Context, fs []*loupev1.Finding) error {
 		return nil
 	}
 	// Cover every lookup a finding of the span may make.
-	widen := func(sp *podEvents) { sp.from, sp.to = sp.from.Add(-DebugWindow-ChildWindow-Window), sp.to.Add(2*Window+time.Nanosecond) }
+	widen := func(sp *podEvents) {
+		sp.from, sp.to = sp.from.Add(-DebugWindow-ChildWindow-Window), sp.to.Add(2*Window+time.Nanosecond)
+	}
 	kinds := []loupev1.Kind{loupev1.Kind_KIND_K8S_EXEC, loupev1.Kind_KIND_K8S_DEBUG}
 	read := func(q *loupev1.QueryRequest, fn func(*loupev1.Finding)) (bool, error) {
 		q.Kinds, q.Limit, q.Order = kinds, maxPrefetch, loupev1.Order_ORDER_OLDEST_FIRST
