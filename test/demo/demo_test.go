@@ -21,8 +21,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/collector"
+	"github.com/loupe-dev/loupe/collector/audit"
+	"github.com/loupe-dev/loupe/collector/audit/audittest"
 	"github.com/loupe-dev/loupe/internal/testenv"
 	"github.com/loupe-dev/loupe/internal/tlsutil"
 )
@@ -91,6 +95,7 @@ func TestDemo(t *testing.T) {
 	q := &querier{t: t, addr: grpcAddr}
 
 	say("1. `kubectl exec api -- /bin/sh` against the distroless pod (CRI ExecSync)")
+	execAt := time.Now()
 	_, err = app.Exec(t, []string{"/bin/sh", "-c", "id"}, 10*time.Second)
 	fmt.Printf("kubectl would print: %v\n", err)
 	q.wait(loupev1.Kind_KIND_RUNTIME_EXEC_FAILED, app.ID())
@@ -126,6 +131,24 @@ func TestDemo(t *testing.T) {
 	cli(t, bin, "query", "--collector", grpcAddr, "--insecure", "--kind", "exec_failed", "--kind", "runtime_exec_failed")
 	say("One finding as JSON:  loupe query --kind drift_exec -o json")
 	cli(t, bin, "query", "--collector", grpcAddr, "--insecure", "--kind", "drift_exec", "-o", "json")
+	say("Who ran step 1? The API server's audit event of that kubectl exec (the demo has no API server: it is\n" +
+		"replayed with `loupe ingest`; on a cluster it reaches the collector's --audit-listen webhook)")
+	ev := audittest.Exec(audittest.Alice, execAt, "payments", api.Name(), app.Name(), "/bin/sh", "-c", "id")
+	line, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(audit.Finding(&ev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evFile := filepath.Join(t.TempDir(), "audit.jsonl")
+	if err := os.WriteFile(evFile, append(line, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, bin, "ingest", evFile, "--collector", grpcAddr, "--insecure")
+	say("Everything alice did, and what it caused on the node:  loupe query --user alice@corp.example")
+	who := cliOut(t, bin, "query", "--collector", grpcAddr, "--insecure", "--user", "alice@corp.example")
+	fmt.Print(who)
+	if !strings.Contains(who, "K8S_EXEC") || !strings.Contains(who, "RUNTIME_EXEC_FAILED") {
+		t.Fatalf("loupe query --user does not join the audit event to the node's finding:\n%s", who)
+	}
 	say("Agents:  loupe nodes")
 	cli(t, bin, "nodes", "--collector", grpcAddr, "--insecure")
 	say("Agent metrics (excerpt of http://%s/metrics)", httpAddr)
@@ -227,6 +250,18 @@ func (q *querier) wait(kind loupev1.Kind, id string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	q.t.Fatalf("no %s finding for container %s within 60s", kind.ShortName(), id)
+}
+
+// cliOut runs the loupe CLI and returns its standard output.
+func cliOut(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "loupe"), args...)
+	cmd.Stderr = os.Stdout
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("loupe %v: %v", args, err)
+	}
+	return string(out)
 }
 
 func cli(t *testing.T, bin string, args ...string) {
