@@ -29,6 +29,14 @@ type Container struct {
 	// UpperDir is the host path of the container's writable overlay layer
 	// ("" when unknown: no drift check).
 	UpperDir string
+	// Sandbox marks a pod sandbox ("pause") container; InitPID is its init
+	// process (host PID namespace, 0 when unknown). The sandbox's own start
+	// (the init's exec) is not reported; any other exec in a sandbox is
+	// reported at high severity: nothing but the pause process belongs there,
+	// and tools that hide in it are missed by those that look only at
+	// workload containers.
+	Sandbox bool
+	InitPID int
 }
 
 // Containers finds the container a task belongs to. The runtime registry
@@ -203,6 +211,11 @@ func (c *Classifier) classify(ev *bpf.Event) []*loupev1.Finding {
 	proc := c.process(ev)
 	if ev.Type == bpf.EventExec {
 		c.opts.Procs.Exec(ev.PID, ev.PPID, ev.Comm, proc.Filename)
+		if inContainer && ctr.Sandbox && ctr.InitPID != 0 && int(ev.PID) == ctr.InitPID && !ev.NSEnter && !ev.Killed {
+			if kind, _ := shellKind(ev); kind == "" {
+				return nil // the sandbox starting its pause process
+			}
+		}
 	}
 
 	var out []*loupev1.Finding
@@ -211,6 +224,9 @@ func (c *Classifier) classify(ev *bpf.Event) []*loupev1.Finding {
 	where := "on the host"
 	if inContainer {
 		where = "in " + describe(ctr.Ref)
+		if ctr.Sandbox {
+			where += " sandbox"
+		}
 	}
 	if ev.NSEnter {
 		where += " (entered from the host with nsenter)"
@@ -270,6 +286,15 @@ func (c *Classifier) classify(ev *bpf.Event) []*loupev1.Finding {
 				d.Summary = fmt.Sprintf("%s, which is not part of the image (upper layer), ran %s", p, where)
 				out = append(out, d)
 			}
+		}
+	}
+	if inContainer && ctr.Sandbox {
+		for _, f := range out {
+			f.Details["sandbox"] = "true"
+			if f.Severity < loupev1.Severity_SEVERITY_HIGH {
+				f.Severity = loupev1.Severity_SEVERITY_HIGH
+			}
+			f.Summary += "; nothing but the pause process belongs in a pod sandbox"
 		}
 	}
 	if !inContainer {

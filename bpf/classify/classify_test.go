@@ -330,3 +330,37 @@ func TestPathSearchWindow(t *testing.T) {
 		t.Fatalf("expired: %v", fs)
 	}
 }
+
+// TestSandbox: a pod sandbox's own start (its init's exec of /pause) is no
+// finding; anything else exec'd in a sandbox is, at high severity.
+func TestSandbox(t *testing.T) {
+	sandbox := Container{Ref: &loupev1.ContainerRef{Id: "5a4db0c0ffee0000", Pod: "api-1", Namespace: "payments"}, Sandbox: true, InitPID: 300}
+	cl := New(Options{Node: "node-1", Procs: NewProcTable(t.TempDir(), 0),
+		Containers: fakeContainers{byCgroup: map[uint64]Container{7: sandbox}, byMntNS: map[uint64]Container{99: sandbox}}})
+
+	if fs := cl.Classify(execEv("/pause")); len(fs) != 0 {
+		t.Errorf("the sandbox's init exec was reported: %v", fs)
+	}
+
+	ev := execEv("/pause")
+	ev.PID, ev.TID = 301, 301 // a second process: someone exec'd into the sandbox
+	f := one(t, cl.Classify(ev))
+	if f.Kind != loupev1.Kind_KIND_EXEC || f.Severity != loupev1.Severity_SEVERITY_HIGH || f.Details["sandbox"] != "true" ||
+		f.Container.GetId() != "5a4db0c0ffee0000" {
+		t.Errorf("exec in a sandbox: %v", f)
+	}
+	if want := `"/pause" ran in pod payments/api-1 sandbox; nothing but the pause process belongs in a pod sandbox`; f.Summary != want {
+		t.Errorf("summary %q, want %q", f.Summary, want)
+	}
+
+	sh := execEv("/bin/sh", "-c", "id") // the init replacing itself with a shell is reported
+	if f := one(t, cl.Classify(sh)); f.Kind != loupev1.Kind_KIND_SHELL_EXEC || f.Severity != loupev1.Severity_SEVERITY_HIGH {
+		t.Errorf("shell as the sandbox's init: %v", f)
+	}
+
+	failed := execEv("/bin/sh")
+	failed.Type, failed.Errno = bpf.EventExecFailed, 2
+	if f := one(t, cl.Classify(failed)); f.Kind != loupev1.Kind_KIND_EXEC_FAILED || f.Details["sandbox"] != "true" {
+		t.Errorf("failed exec in a sandbox: %v", f)
+	}
+}

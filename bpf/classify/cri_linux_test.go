@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"golang.org/x/sys/unix"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
@@ -295,4 +297,67 @@ func TestFollowRealRegistry(t *testing.T) {
 			t.Fatal("no SHELL_EXEC attributed through the registry")
 		}
 	}
+
+	// The pod's sandbox: its own start is no finding; a process exec'd into
+	// it through containerd (hiding beside the pause process) is one, high.
+	var sandbox *runtime.Container
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if e, ok := reg.Get(pod.ID()); ok && e.State == runtime.StateRunning && e.CgroupID != 0 && e.PID != 0 {
+			sandbox = e
+			break
+		}
+	}
+	if sandbox == nil || sandbox.Kind != runtime.KindSandbox {
+		t.Fatalf("registry entry of the sandbox: %+v", sandbox)
+	}
+	pid := execInto(t, env, pod.ID(), "/pause")
+	hidden := log.find(t, 10*time.Second, "EXEC in the sandbox", func(f *loupev1.Finding) bool {
+		return f.Kind == loupev1.Kind_KIND_EXEC && f.Container.GetId() == pod.ID() && f.Process.GetPid() == int32(pid)
+	})
+	if hidden.Severity != loupev1.Severity_SEVERITY_HIGH || hidden.Details["sandbox"] != "true" ||
+		hidden.Container.GetPod() != "follow-0" || !strings.Contains(hidden.Summary, "sandbox") {
+		t.Errorf("exec in the sandbox: %v", hidden)
+	}
+	for _, f := range log.all() {
+		if f.Container.GetId() == pod.ID() && f.Process.GetPid() == int32(sandbox.PID) {
+			t.Errorf("the sandbox's own start was reported: %v", f)
+		}
+	}
+}
+
+// execInto starts argv as an extra process of a container's task through the
+// containerd API (what `ctr task exec` does) and returns its host PID; the
+// process is killed when the test ends.
+func execInto(t *testing.T, env *testenv.Env, id string, argv ...string) int {
+	t.Helper()
+	ctx := namespaces.WithNamespace(context.Background(), env.Namespace())
+	c, err := env.Client().LoadContainer(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := c.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := *spec.Process
+	ps.Args, ps.Terminal = argv, false
+	p, err := task.Exec(ctx, "loupe-test-"+strconv.FormatInt(time.Now().UnixNano(), 36), &ps, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = p.Kill(ctx, unix.SIGKILL)
+		if st, err := p.Wait(ctx); err == nil {
+			<-st
+		}
+		_, _ = p.Delete(ctx)
+	})
+	return int(p.Pid())
 }

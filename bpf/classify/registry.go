@@ -20,6 +20,8 @@ func ContainerOf(c *runtime.Container) Container {
 			Image: c.Image, ImageDigest: c.ImageDigest, RuntimeNamespace: c.Namespace,
 		},
 		UpperDir: c.Rootfs.Upper,
+		Sandbox:  c.Kind == runtime.KindSandbox,
+		InitPID:  c.PID,
 	}
 }
 

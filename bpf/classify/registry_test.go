@@ -87,7 +87,11 @@ func TestContainerOf(t *testing.T) {
 		Image: "img:1", ImageDigest: "sha256:ab", Namespace: "k8s.io", Rootfs: runtime.Rootfs{Upper: "/up"}})
 	r := c.Ref
 	if r.Id != "id1" || r.Name != "app" || r.Pod != "p" || r.Namespace != "n" || r.PodUid != "u" || r.Image != "img:1" ||
-		r.ImageDigest != "sha256:ab" || r.RuntimeNamespace != "k8s.io" || c.UpperDir != "/up" {
+		r.ImageDigest != "sha256:ab" || r.RuntimeNamespace != "k8s.io" || c.UpperDir != "/up" || c.Sandbox {
 		t.Errorf("%+v %+v", r, c)
+	}
+	sb := ContainerOf(&runtime.Container{ID: "sb1", Kind: runtime.KindSandbox, PID: 4242, Pod: runtime.Pod{Name: "p", Namespace: "n"}})
+	if !sb.Sandbox || sb.InitPID != 4242 || sb.Ref.Name != "" {
+		t.Errorf("sandbox: %+v", sb)
 	}
 }
