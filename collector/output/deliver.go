@@ -160,6 +160,7 @@ func (w *out) run(ctx context.Context) {
 		}
 		backoff = min(max(2*backoff, w.minBackoff), w.maxBackoff)
 		d := backoff*3/4 + rand.N(backoff/2+1) // ±25% jitter
+		d = max(d, waitOf(err))                // the receiver's Retry-After, when longer
 		w.retries.Inc()
 		w.log.Warn("deliver findings; will retry", "err", err, "retry_in", d.Round(time.Millisecond), "queued", w.spool.Stats().Findings)
 		select {

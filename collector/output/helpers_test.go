@@ -135,11 +135,14 @@ type receiver struct {
 	t      *testing.T
 	addr   string
 	status func(body []byte) int // 200 when nil
+	// retryAfter is sent as Retry-After with a 429 or 503 when set.
+	retryAfter string
 
-	mu      sync.Mutex
-	bodies  [][]byte
-	headers []http.Header
-	srv     *http.Server
+	mu       sync.Mutex
+	bodies   [][]byte
+	headers  []http.Header
+	attempts []time.Time // every request, accepted or not
+	srv      *http.Server
 }
 
 // newReceiver listens on addr ("127.0.0.1:0" for any port).
@@ -180,11 +183,15 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if r.status != nil {
 		code = r.status(body)
 	}
+	r.mu.Lock()
+	r.attempts = append(r.attempts, time.Now())
 	if code == http.StatusOK {
-		r.mu.Lock()
 		r.bodies = append(r.bodies, body)
 		r.headers = append(r.headers, req.Header.Clone())
-		r.mu.Unlock()
+	}
+	r.mu.Unlock()
+	if (code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable) && r.retryAfter != "" {
+		w.Header().Set("Retry-After", r.retryAfter)
 	}
 	w.WriteHeader(code)
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +31,50 @@ type rejectedError struct {
 
 func (e *rejectedError) Error() string {
 	return fmt.Sprintf("receiver rejected the finding: HTTP %d: %s", e.status, e.body)
+}
+
+// maxRetryAfter bounds the wait a receiver may ask for with Retry-After.
+const maxRetryAfter = 10 * time.Minute
+
+// retryLaterError is a receiver's request to retry no sooner than after
+// wait (HTTP 429 or 503 with a Retry-After header).
+type retryLaterError struct {
+	err  error
+	wait time.Duration
+}
+
+func (e *retryLaterError) Error() string {
+	return fmt.Sprintf("%v (Retry-After %s)", e.err, e.wait)
+}
+
+func (e *retryLaterError) Unwrap() error { return e.err }
+
+// retryAfter parses a Retry-After header (delay-seconds or an HTTP date,
+// RFC 9110 10.2.3), bounded to [0, maxRetryAfter]; ok is false when the
+// header is absent or malformed.
+func retryAfter(h string, now time.Time) (time.Duration, bool) {
+	h = strings.TrimSpace(h)
+	if h == "" {
+		return 0, false
+	}
+	var d time.Duration
+	if n, err := strconv.ParseUint(h, 10, 32); err == nil {
+		d = time.Duration(n) * time.Second
+	} else if t, err := http.ParseTime(h); err == nil {
+		d = t.Sub(now)
+	} else {
+		return 0, false
+	}
+	return min(max(d, 0), maxRetryAfter), true
+}
+
+// waitOf is the wait a receiver asked for with err (0 when none).
+func waitOf(err error) time.Duration {
+	var r *retryLaterError
+	if errors.As(err, &r) {
+		return r.wait
+	}
+	return 0
 }
 
 // httpSender POSTs one JSON body per finding.
@@ -114,7 +159,13 @@ func (s *httpSender) send(ctx context.Context, body []byte) error {
 	case c >= 400 && c < 500 && c != http.StatusRequestTimeout && c != http.StatusTooManyRequests:
 		return &rejectedError{status: c, body: oneLine(strings.TrimSpace(string(msg)))}
 	default:
-		return fmt.Errorf("receiver answered HTTP %d: %s", c, oneLine(strings.TrimSpace(string(msg))))
+		err := fmt.Errorf("receiver answered HTTP %d: %s", c, oneLine(strings.TrimSpace(string(msg))))
+		if c == http.StatusTooManyRequests || c == http.StatusServiceUnavailable {
+			if d, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+				return &retryLaterError{err: err, wait: d}
+			}
+		}
+		return err
 	}
 }
 

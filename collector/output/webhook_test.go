@@ -7,9 +7,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -174,4 +176,65 @@ func TestRejectedAndRetriedStatuses(t *testing.T) {
 	eventually(t, "queue empty", func() bool {
 		return metric(t, reg, "loupe_collector_output_queued_findings", "output", "webhook") == 0
 	})
+}
+
+// TestRetryAfterIsHonoured: a receiver that answers 429 with Retry-After: 3
+// is not asked again before 3 s, though the backoff alone (1 s ±25%, capped
+// at 2 s in these tests) would retry sooner.
+func TestRetryAfterIsHonoured(t *testing.T) {
+	var mu sync.Mutex
+	refused := false
+	r := newReceiver(t, "127.0.0.1:0")
+	r.retryAfter = "3"
+	r.status = func([]byte) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if !refused {
+			refused = true
+			return http.StatusTooManyRequests
+		}
+		return http.StatusOK
+	}
+	o, reg := open(t, t.TempDir(), "webhook=http://"+r.addr+"/")
+	defer o.Close()
+	run(t, o)
+	f := high("payments")
+	o.Enqueue([]*loupev1.Finding{f})
+	eventually(t, "the finding after the wait", func() bool { return r.count() == 1 })
+	r.mu.Lock()
+	attempts := slices.Clone(r.attempts)
+	r.mu.Unlock()
+	if len(attempts) != 2 {
+		t.Fatalf("%d attempts, want 2 (429, then 200)", len(attempts))
+	}
+	if gap := attempts[1].Sub(attempts[0]); gap < 3*time.Second-50*time.Millisecond {
+		t.Errorf("retried after %v, before the receiver's Retry-After of 3 s", gap)
+	}
+	if v := metric(t, reg, "loupe_collector_output_retries_total", "output", "webhook"); v != 1 {
+		t.Errorf("retries_total = %v, want 1", v)
+	}
+}
+
+func TestRetryAfterParsing(t *testing.T) {
+	now := time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		h    string
+		want time.Duration
+		ok   bool
+	}{
+		{"", 0, false},
+		{"5", 5 * time.Second, true},
+		{" 0 ", 0, true},
+		{"86400", maxRetryAfter, true}, // bounded
+		{"99999999999999999999", 0, false},
+		{"-3", 0, false},
+		{"soon", 0, false},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second, true},
+		{now.Add(-time.Hour).Format(http.TimeFormat), 0, true}, // in the past: retry at once
+	} {
+		got, ok := retryAfter(c.h, now)
+		if got != c.want || ok != c.ok {
+			t.Errorf("retryAfter(%q) = %v, %v; want %v, %v", c.h, got, ok, c.want, c.ok)
+		}
+	}
 }
