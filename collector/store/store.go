@@ -101,7 +101,14 @@ type Store interface {
 	// Nodes lists the known nodes by name (Connected is left false: only
 	// the server knows open streams).
 	Nodes(ctx context.Context) ([]*loupev1.Node, error)
-	// Prune deletes findings older than before and returns how many.
+	// Sessions returns the sessions of these nodes' agents that overlap
+	// [since, until), merged (MergeSessions), at most MaxSessions. Sessions
+	// are recorded from the batches an agent sends (Ingest's NodeInfo), since
+	// the store first had them: a store upgraded from an older schema has
+	// none before its upgrade.
+	Sessions(ctx context.Context, nodes []string, since, until time.Time) ([]Session, error)
+	// Prune deletes findings older than before and returns how many
+	// (and the agent sessions that ended before it).
 	Prune(ctx context.Context, before time.Time) (int64, error)
 	// Ping checks that the database answers (for /readyz).
 	Ping(ctx context.Context) error

@@ -146,6 +146,9 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 			return total, fmt.Errorf("prune findings before %s: %s", before.Format(time.RFC3339), Reason(err))
 		}
 		if n < pruneBatch {
+			if _, err := s.pool.Exec(ctx, `DELETE FROM node_sessions WHERE end_ns < $1`, cut); err != nil {
+				return total, fmt.Errorf("prune agent sessions before %s: %s", before.Format(time.RFC3339), Reason(err))
+			}
 			return total, nil
 		}
 	}

@@ -342,6 +342,15 @@ func (s *Store) ingestTx(ctx context.Context, node store.NodeInfo, recv int64, r
 				SELECT * FROM unnest($1::int4[], $2::text[], $3::int4[], $4::int8[])
 				ON CONFLICT (day, node, kind) DO UPDATE SET count = d.count + excluded.count`, kDays, kNodes, kKinds, kCounts)
 		}
+		if node.Name != "" {
+			// The sender's session: extend the one this batch continues, or start one.
+			b.Queue(`WITH extended AS (
+				UPDATE node_sessions SET end_ns = greatest(end_ns, $2)
+				WHERE node = $1::text AND end_ns >= $2::int8 - $3::int8 AND start_ns <= $2::int8 RETURNING 1)
+				INSERT INTO node_sessions AS s (node, start_ns, end_ns) SELECT $1::text, $2::int8, $2::int8 WHERE NOT EXISTS (SELECT 1 FROM extended)
+				ON CONFLICT (node, start_ns) DO UPDATE SET end_ns = greatest(s.end_ns, excluded.end_ns)`,
+				node.Name, recv, int64(store.SessionGap))
+		}
 		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
@@ -525,6 +534,32 @@ func (s *Store) Counts(ctx context.Context, since, until time.Time) ([]store.Cou
 		return nil, fmt.Errorf("count findings in %s: %s", s.target, Reason(err))
 	}
 	return out, nil
+}
+
+// Sessions implements store.Store.
+func (s *Store) Sessions(ctx context.Context, nodes []string, since, until time.Time) ([]store.Session, error) {
+	if err := store.CheckSessions(nodes, since, until); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT node, start_ns, end_ns FROM node_sessions
+		WHERE node = ANY($1) AND end_ns >= $2 AND start_ns < $3 ORDER BY node, start_ns LIMIT $4`,
+		nodes, store.ClampNanos(since), store.ClampNanos(until), store.MaxSessions)
+	if err != nil {
+		return nil, fmt.Errorf("read agent sessions in %s: %s", s.target, Reason(err))
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Session, error) {
+		var (
+			ss         store.Session
+			start, end int64
+		)
+		err := r.Scan(&ss.Node, &start, &end)
+		ss.Start, ss.End = time.Unix(0, start).UTC(), time.Unix(0, end).UTC()
+		return ss, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read agent sessions in %s: %s", s.target, Reason(err))
+	}
+	return store.MergeSessions(out), nil
 }
 
 // Nodes implements store.Store.

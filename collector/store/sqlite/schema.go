@@ -60,6 +60,17 @@ CREATE INDEX findings_image ON findings(image);
 ALTER TABLE findings ADD COLUMN k8s_user TEXT NOT NULL DEFAULT '';
 CREATE INDEX findings_user_time ON findings(k8s_user, time_ns) WHERE k8s_user <> '';
 `,
+	// v4: agent sessions (stretches of reporting without a silence longer
+	// than store.SessionGap), for the agent's connection history.
+	`
+CREATE TABLE node_sessions (
+	node     TEXT    NOT NULL,
+	start_ns INTEGER NOT NULL,
+	end_ns   INTEGER NOT NULL,
+	PRIMARY KEY (node, start_ns)
+) WITHOUT ROWID;
+CREATE INDEX node_sessions_end ON node_sessions(node, end_ns);
+`,
 }
 
 // SchemaVersion is the schema version this build creates and expects.

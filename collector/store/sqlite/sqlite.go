@@ -337,6 +337,11 @@ func (s *Store) write(ctx context.Context, tx *sql.Tx, r *ingestReq) error {
 		d.count++
 		d.kinds[f.GetKind()]++
 	}
+	if node.Name != "" {
+		if err := extendSession(ctx, tx, node.Name, recv); err != nil {
+			return err
+		}
+	}
 	for name, d := range deltas {
 		version := ""
 		if name == node.Name {
@@ -586,6 +591,60 @@ func (s *Store) Nodes(ctx context.Context) ([]*loupev1.Node, error) {
 	return out, krows.Err()
 }
 
+// extendSession records that node's agent reported at t: the session it
+// continues (one that ended at most store.SessionGap before t) is extended,
+// else a new one starts.
+func extendSession(ctx context.Context, tx *sql.Tx, node string, t int64) error {
+	r, err := tx.ExecContext(ctx, `UPDATE node_sessions SET end_ns = max(end_ns, ?1)
+		WHERE node = ?2 AND end_ns >= ?1 - ?3 AND start_ns <= ?1`, t, node, int64(store.SessionGap))
+	if err != nil {
+		return fmt.Errorf("ingest: update node %s session: %w", node, err)
+	}
+	if n, err := r.RowsAffected(); err != nil || n > 0 {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO node_sessions (node, start_ns, end_ns) VALUES (?1, ?2, ?2)
+		ON CONFLICT (node, start_ns) DO UPDATE SET end_ns = max(end_ns, excluded.end_ns)`, node, t); err != nil {
+		return fmt.Errorf("ingest: start node %s session: %w", node, err)
+	}
+	return nil
+}
+
+// Sessions implements store.Store.
+func (s *Store) Sessions(ctx context.Context, nodes []string, since, until time.Time) ([]store.Session, error) {
+	if err := store.CheckSessions(nodes, since, until); err != nil {
+		return nil, err
+	}
+	ph := strings.TrimSuffix(strings.Repeat("?,", len(nodes)), ",")
+	args := []any{store.ClampNanos(since), store.ClampNanos(until)}
+	for _, n := range nodes {
+		args = append(args, n)
+	}
+	args = append(args, store.MaxSessions)
+	rows, err := s.r.QueryContext(ctx, `SELECT node, start_ns, end_ns FROM node_sessions
+		WHERE end_ns >= ? AND start_ns < ? AND node IN (`+ph+`) ORDER BY node, start_ns LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read agent sessions: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Session
+	for rows.Next() {
+		var (
+			ss         store.Session
+			start, end int64
+		)
+		if err := rows.Scan(&ss.Node, &start, &end); err != nil {
+			return nil, fmt.Errorf("read agent sessions: %w", err)
+		}
+		ss.Start, ss.End = time.Unix(0, start).UTC(), time.Unix(0, end).UTC()
+		out = append(out, ss)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read agent sessions: %w", err)
+	}
+	return store.MergeSessions(out), nil
+}
+
 // pruneBatch bounds how long one prune transaction holds the write lock.
 const pruneBatch = 5000
 
@@ -602,6 +661,9 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 			return total, fmt.Errorf("prune findings before %s: %w", before.Format(time.RFC3339), err)
 		}
 		if n < pruneBatch {
+			if _, err := s.w.ExecContext(ctx, `DELETE FROM node_sessions WHERE end_ns < ?`, cut); err != nil {
+				return total, fmt.Errorf("prune agent sessions before %s: %w", before.Format(time.RFC3339), err)
+			}
 			return total, nil
 		}
 	}

@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("ConcurrentSameBatch", func(t *testing.T) { testConcurrentSameBatch(t, open(t)) })
 	t.Run("GetAndCounts", func(t *testing.T) { testGetCounts(t, open(t)) })
 	t.Run("User", func(t *testing.T) { testUser(t, open(t)) })
+	t.Run("Sessions", func(t *testing.T) { testSessions(t, open(t)) })
 	t.Run("Ping", func(t *testing.T) {
 		if err := open(t).Ping(context.Background()); err != nil {
 			t.Fatal(err)
@@ -528,4 +529,83 @@ func testUser(t *testing.T, s store.Store) {
 	if len(nodes) != 1 || nodes[0].GetName() != "n1" {
 		t.Errorf("nodes after audit findings: %v (want only n1)", nodes)
 	}
+}
+
+// testSessions: batches (heartbeats included) less than store.SessionGap
+// apart make one session; a longer silence starts another; batches out of
+// order (several replicas) still merge; only the sender gets sessions;
+// Prune drops the sessions that ended before its cut-off.
+func testSessions(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	base := t0.Add(time.Hour)
+	at := func(d time.Duration) time.Time { return base.Add(d) }
+	beat := func(node string, d time.Duration, fs ...*loupev1.Finding) {
+		t.Helper()
+		if _, err := s.Ingest(ctx, store.NodeInfo{Name: node, AgentVersion: "v1", Seen: at(d)}, fs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []time.Duration{0, 30 * time.Second, 60 * time.Second, 90 * time.Second} {
+		beat("n1", d)
+	}
+	beat("n1", 10*time.Minute, Finding(at(10*time.Minute), "n1", loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_HIGH))
+	beat("n1", 10*time.Minute+30*time.Second)
+	// out of order: 11:30 then 11:00 (another replica's older batch), then 12:00
+	beat("n1", 11*time.Minute+30*time.Second)
+	beat("n1", 11*time.Minute)
+	beat("n1", 12*time.Minute)
+	beat("n2", 5*time.Minute)
+	beat("n2", 4*time.Minute+30*time.Second) // older than the session it belongs to: merged on read
+	// a replay by a client that is not an agent records no session
+	if _, err := s.Ingest(ctx, store.NodeInfo{}, []*loupev1.Finding{Finding(at(time.Minute), "n3", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO)}); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := s.Sessions(ctx, []string{"n1", "n2", "n3"}, base.Add(-time.Hour), at(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.Session{
+		{Node: "n1", Start: at(0), End: at(90 * time.Second)},
+		{Node: "n1", Start: at(10 * time.Minute), End: at(12 * time.Minute)},
+		{Node: "n2", Start: at(4*time.Minute + 30*time.Second), End: at(5 * time.Minute)},
+	}
+	if !sessionsEqual(got, want) {
+		t.Fatalf("sessions\n got %v\nwant %v", got, want)
+	}
+	// A range inside the silence overlaps no session; one touching the
+	// second session's end returns it alone.
+	if got, err := s.Sessions(ctx, []string{"n1"}, at(3*time.Minute), at(8*time.Minute)); err != nil || len(got) != 0 {
+		t.Fatalf("sessions in the silence: %v %v", got, err)
+	}
+	if got, err := s.Sessions(ctx, []string{"n1"}, at(11*time.Minute), at(13*time.Minute)); err != nil || !sessionsEqual(got, want[1:2]) {
+		t.Fatalf("sessions from 11m: %v %v", got, err)
+	}
+	for _, bad := range []struct {
+		nodes        []string
+		since, until time.Time
+	}{{nil, base, at(time.Hour)}, {[]string{"n1"}, at(time.Hour), base}} {
+		if _, err := s.Sessions(ctx, bad.nodes, bad.since, bad.until); !errors.Is(err, store.ErrInvalidQuery) {
+			t.Errorf("Sessions(%v, %v, %v) = %v, want ErrInvalidQuery", bad.nodes, bad.since, bad.until, err)
+		}
+	}
+
+	if _, err := s.Prune(ctx, at(5*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.Sessions(ctx, []string{"n1", "n2"}, base.Add(-time.Hour), at(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// n2's record of 4m30s ended before the cut-off, its record of 5m did not
+	want = []store.Session{want[1], {Node: "n2", Start: at(5 * time.Minute), End: at(5 * time.Minute)}}
+	if !sessionsEqual(got, want) {
+		t.Fatalf("after prune at 5m: %v, want %v", got, want)
+	}
+}
+
+func sessionsEqual(a, b []store.Session) bool {
+	return slices.EqualFunc(a, b, func(x, y store.Session) bool {
+		return x.Node == y.Node && x.Start.Equal(y.Start) && x.End.Equal(y.End)
+	})
 }
