@@ -24,6 +24,8 @@ import (
 	"github.com/loupe-dev/loupe/collector/audit/audittest"
 	"github.com/loupe-dev/loupe/collector/console"
 	"github.com/loupe-dev/loupe/collector/console/consoletest"
+	"github.com/loupe-dev/loupe/collector/store"
+	"github.com/loupe-dev/loupe/collector/store/storetest"
 	"github.com/loupe-dev/loupe/internal/tlsutil"
 )
 
@@ -398,3 +400,42 @@ func TestWhoPanel(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestTimelineShowsAgentSilences: an agent that stopped reporting for a
+// while (its sessions, recorded by the store from the batches it sent) shows
+// in the pod's timeline as a silence and a resumption, and in the agents
+// table as a count.
+func TestTimelineShowsAgentSilences(t *testing.T) {
+	e := startEnv(t, nil)
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Second)
+	shell := storetest.Finding(now.Add(-179*time.Minute), "node-s", loupev1.Kind_KIND_SHELL_EXEC, loupev1.Severity_SEVERITY_HIGH)
+	later := storetest.Finding(now.Add(-19*time.Minute), "node-s", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO)
+	for _, f := range []*loupev1.Finding{shell, later} {
+		f.Container = &loupev1.ContainerRef{Id: "5ce55ion0000", Name: "app", Pod: "quiet-0", Namespace: "ops"}
+	}
+	for _, b := range []struct {
+		seen time.Duration
+		fs   []*loupev1.Finding
+	}{{-180 * time.Minute, nil}, {-179 * time.Minute, []*loupev1.Finding{shell}}, {-20 * time.Minute, nil}, {-19 * time.Minute, []*loupev1.Finding{later}}} {
+		if _, err := e.srv.Store().Ingest(ctx, store.NodeInfo{Name: "node-s", AgentVersion: "v1", Seen: now.Add(b.seen)}, b.fs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, _, body := e.get(t, "/timeline?namespace=ops&pod=quiet-0", testToken)
+	if code != http.StatusOK {
+		t.Fatalf("timeline: %d %s", code, body)
+	}
+	silent := strings.Index(body, "agent silent for 2h39m0s")
+	again := strings.Index(body, "agent reporting again after 2h39m0s of silence")
+	first, second := strings.Index(body, "/finding/"+shell.GetId()), strings.Index(body, "/finding/"+later.GetId())
+	if silent < 0 || again < 0 || first < 0 || second < 0 {
+		t.Fatalf("timeline without the silence or its findings:\n%s", body)
+	}
+	if !(first < silent && silent < again && again < second) {
+		t.Errorf("timeline out of order: shell %d, silent %d, again %d, exec %d", first, silent, again, second)
+	}
+	if !strings.Contains(body, `<li class="agent silence">`) || !strings.Contains(body, `<span class="bad">1</span>`) {
+		t.Errorf("silence not marked, or the agents table does not count it:\n%s", body)
+	}
+}

@@ -3,6 +3,7 @@ package console
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -319,6 +320,7 @@ type tlEntry struct {
 	F        *loupev1.Finding
 	Gap      time.Duration
 	Agent    string // the agent's state: "first report", "silent since"
+	Silence  bool   // Agent says the agent stopped reporting here
 	Node     string
 	Change   string // "passed → failed"
 	Controls *controlSummary
@@ -367,10 +369,29 @@ func (c *Console) timeline(w http.ResponseWriter, r *http.Request) error {
 	if req.GetSince() != nil {
 		since = req.GetSince().AsTime()
 	}
+	until := now
+	if req.GetUntil() != nil && req.GetUntil().AsTime().Before(now) {
+		until = req.GetUntil().AsTime()
+	}
 	entries, involved := buildTimeline(fs, byName, since, now, gap)
+	var silences map[string]int
+	if len(involved) > 0 && until.After(since) {
+		names := make([]string, len(involved))
+		for i, n := range involved {
+			names[i] = n.GetName()
+		}
+		sessions, err := c.cfg.Store.Sessions(r.Context(), names, since, until)
+		if err != nil {
+			return err
+		}
+		var agent []tlEntry
+		agent, silences = silenceEntries(sessions)
+		entries = mergeEntries(entries, agent)
+	}
 	return c.render(w, r, "timeline", http.StatusOK, map[string]any{
 		"Title": "Timeline " + f.Namespace + "/" + f.Pod + f.Container, "Now": now, "F": f, "Entries": entries, "Nodes": involved,
-		"Full": len(fs) == timelineLimit, "Gap": gap.String(), "Count": len(fs),
+		"Silences": silences,
+		"Full":     len(fs) == timelineLimit, "Gap": gap.String(), "Count": len(fs),
 		"Search": "/search?" + f.Values().Encode(),
 	})
 }
@@ -448,6 +469,44 @@ func buildTimeline(fs []*loupev1.Finding, nodes map[string]*loupev1.Node, since,
 		}
 	}
 	return withGaps, involved
+}
+
+// silenceEntries are the timeline lines of the agents' silences between
+// their sessions (store.Sessions): when each stopped reporting and when it
+// reported again, and the count of silences per node.
+func silenceEntries(sessions []store.Session) ([]tlEntry, map[string]int) {
+	var out []tlEntry
+	count := map[string]int{}
+	for i := 1; i < len(sessions); i++ {
+		prev, cur := sessions[i-1], sessions[i]
+		if prev.Node != cur.Node {
+			continue
+		}
+		d := cur.Start.Sub(prev.End).Round(time.Second)
+		count[cur.Node]++
+		out = append(out,
+			tlEntry{Time: prev.End, Node: cur.Node, Silence: true,
+				Agent: fmt.Sprintf("agent silent for %s (no report until %s): nothing in this stretch is known", d, cur.Start.UTC().Format("15:04:05Z"))},
+			tlEntry{Time: cur.Start, Node: cur.Node, Agent: fmt.Sprintf("agent reporting again after %s of silence", d)})
+	}
+	return out, count
+}
+
+// mergeEntries inserts agent lines into timeline entries, by time (stable:
+// at equal times the timeline's own line comes first).
+func mergeEntries(entries, agent []tlEntry) []tlEntry {
+	out := make([]tlEntry, 0, len(entries)+len(agent))
+	i, j := 0, 0
+	for i < len(entries) || j < len(agent) {
+		if j == len(agent) || (i < len(entries) && !agent[j].Time.Before(entries[i].Time)) {
+			out = append(out, entries[i])
+			i++
+		} else {
+			out = append(out, agent[j])
+			j++
+		}
+	}
+	return out
 }
 
 // imageRow is one image of the images page.
