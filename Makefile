@@ -30,6 +30,7 @@ build: ## build bin/loupe, bin/loupe-agent, bin/loupe-collector
 
 generate: deps ## regenerate protobuf and BPF code (committed)
 	$(GO) generate ./...
+	clang --version | head -1 > bpf/clang.version
 
 check-generate: deps ## fail when the committed generated code is stale
 	@bash scripts/check-generate.sh
