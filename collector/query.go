@@ -3,11 +3,14 @@ package collector
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/collector/correlate"
@@ -92,7 +95,7 @@ func (s *Server) Query(req *loupev1.QueryRequest, stream loupev1.Collector_Query
 const ConnectedWindow = 90 * time.Second
 
 // ListNodes implements ListNodes.
-func (s *Server) ListNodes(ctx context.Context, _ *loupev1.ListNodesRequest) (*loupev1.ListNodesResponse, error) {
+func (s *Server) ListNodes(ctx context.Context, req *loupev1.ListNodesRequest) (*loupev1.ListNodesResponse, error) {
 	if err := s.mayRead(ctx); err != nil {
 		return nil, err
 	}
@@ -101,7 +104,47 @@ func (s *Server) ListNodes(ctx context.Context, _ *loupev1.ListNodesRequest) (*l
 		s.log.Error("list nodes failed", "err", err)
 		return nil, status.Errorf(codes.Internal, "list nodes: %v", err)
 	}
+	if req.GetSessionsSince() != nil {
+		if err := s.addSessions(ctx, nodes, req); err != nil {
+			if errors.Is(err, store.ErrInvalidQuery) {
+				return nil, status.Error(codes.InvalidArgument, err.Error())
+			}
+			s.log.Error("list node sessions failed", "err", err)
+			return nil, status.Errorf(codes.Internal, "list node sessions: %v", err)
+		}
+	}
 	return &loupev1.ListNodesResponse{Nodes: nodes}, nil
+}
+
+// addSessions fills each node's sessions in the request's range, asking the
+// store for MaxFilterValues nodes at a time.
+func (s *Server) addSessions(ctx context.Context, nodes []*loupev1.Node, req *loupev1.ListNodesRequest) error {
+	since, until := req.GetSessionsSince().AsTime(), time.Now()
+	if u := req.GetSessionsUntil(); u != nil {
+		until = u.AsTime()
+	}
+	if !until.After(since) {
+		return fmt.Errorf("%w: sessions_until %s is not after sessions_since %s", store.ErrInvalidQuery,
+			until.Format(time.RFC3339), since.Format(time.RFC3339))
+	}
+	byName := make(map[string]*loupev1.Node, len(nodes))
+	for chunk := range slices.Chunk(nodes, store.MaxFilterValues) {
+		names := make([]string, len(chunk))
+		for i, n := range chunk {
+			names[i] = n.GetName()
+			byName[n.GetName()] = n
+		}
+		sessions, err := s.store.Sessions(ctx, names, since, until)
+		if err != nil {
+			return err
+		}
+		for _, ss := range sessions {
+			if n := byName[ss.Node]; n != nil {
+				n.Sessions = append(n.Sessions, &loupev1.AgentSession{Start: timestamppb.New(ss.Start), End: timestamppb.New(ss.End)})
+			}
+		}
+	}
+	return nil
 }
 
 // nodes lists the stored nodes with their connection state.

@@ -1891,7 +1891,11 @@ func (x *QueryResponse) GetFindings() []*Finding {
 
 // ListNodesRequest asks for the agents known to the collector.
 type ListNodesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// With sessions_since set, each node carries its agent's sessions that
+	// overlap [sessions_since, sessions_until) (until: now when unset).
+	SessionsSince *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=sessions_since,json=sessionsSince,proto3" json:"sessions_since,omitempty"`
+	SessionsUntil *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=sessions_until,json=sessionsUntil,proto3" json:"sessions_until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1926,6 +1930,75 @@ func (*ListNodesRequest) Descriptor() ([]byte, []int) {
 	return file_loupe_proto_rawDescGZIP(), []int{14}
 }
 
+func (x *ListNodesRequest) GetSessionsSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SessionsSince
+	}
+	return nil
+}
+
+func (x *ListNodesRequest) GetSessionsUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SessionsUntil
+	}
+	return nil
+}
+
+// AgentSession is a stretch of time during which an agent reported with no
+// silence longer than 90 s (it sends a batch at least every 30 s): from the
+// first batch to the last. The time between two sessions is a silence.
+type AgentSession struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	End           *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentSession) Reset() {
+	*x = AgentSession{}
+	mi := &file_loupe_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentSession) ProtoMessage() {}
+
+func (x *AgentSession) ProtoReflect() protoreflect.Message {
+	mi := &file_loupe_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentSession.ProtoReflect.Descriptor instead.
+func (*AgentSession) Descriptor() ([]byte, []int) {
+	return file_loupe_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AgentSession) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *AgentSession) GetEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
 // Node is an agent known to the collector.
 type Node struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1945,13 +2018,17 @@ type Node struct {
 	Connected bool `protobuf:"varint,6,opt,name=connected,proto3" json:"connected,omitempty"`
 	// Stored findings by kind name (e.g. "SHELL_EXEC").
 	FindingsByKind map[string]int64 `protobuf:"bytes,7,rep,name=findings_by_kind,json=findingsByKind,proto3" json:"findings_by_kind,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The agent's sessions in the requested range, oldest first (only when
+	// ListNodesRequest.sessions_since is set). Sessions are recorded since the
+	// collector's store first had them.
+	Sessions      []*AgentSession `protobuf:"bytes,8,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_loupe_proto_msgTypes[15]
+	mi := &file_loupe_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2040,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[15]
+	mi := &file_loupe_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2053,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{15}
+	return file_loupe_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Node) GetName() string {
@@ -2028,6 +2105,13 @@ func (x *Node) GetFindingsByKind() map[string]int64 {
 	return nil
 }
 
+func (x *Node) GetSessions() []*AgentSession {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
 // ListNodesResponse lists the known agents.
 type ListNodesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2039,7 +2123,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_loupe_proto_msgTypes[16]
+	mi := &file_loupe_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2135,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[16]
+	mi := &file_loupe_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2148,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{16}
+	return file_loupe_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -2094,7 +2178,7 @@ type CaptureOptions struct {
 
 func (x *CaptureOptions) Reset() {
 	*x = CaptureOptions{}
-	mi := &file_loupe_proto_msgTypes[17]
+	mi := &file_loupe_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2190,7 @@ func (x *CaptureOptions) String() string {
 func (*CaptureOptions) ProtoMessage() {}
 
 func (x *CaptureOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[17]
+	mi := &file_loupe_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2203,7 @@ func (x *CaptureOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureOptions.ProtoReflect.Descriptor instead.
 func (*CaptureOptions) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{17}
+	return file_loupe_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CaptureOptions) GetPaths() []string {
@@ -2181,7 +2265,7 @@ type CaptureRequest struct {
 
 func (x *CaptureRequest) Reset() {
 	*x = CaptureRequest{}
-	mi := &file_loupe_proto_msgTypes[18]
+	mi := &file_loupe_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2193,7 +2277,7 @@ func (x *CaptureRequest) String() string {
 func (*CaptureRequest) ProtoMessage() {}
 
 func (x *CaptureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[18]
+	mi := &file_loupe_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2206,7 +2290,7 @@ func (x *CaptureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureRequest.ProtoReflect.Descriptor instead.
 func (*CaptureRequest) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{18}
+	return file_loupe_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CaptureRequest) GetNamespace() string {
@@ -2298,7 +2382,7 @@ type CaptureInfo struct {
 
 func (x *CaptureInfo) Reset() {
 	*x = CaptureInfo{}
-	mi := &file_loupe_proto_msgTypes[19]
+	mi := &file_loupe_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2394,7 @@ func (x *CaptureInfo) String() string {
 func (*CaptureInfo) ProtoMessage() {}
 
 func (x *CaptureInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[19]
+	mi := &file_loupe_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2407,7 @@ func (x *CaptureInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureInfo.ProtoReflect.Descriptor instead.
 func (*CaptureInfo) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{19}
+	return file_loupe_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CaptureInfo) GetId() string {
@@ -2446,7 +2530,7 @@ type CaptureProgress struct {
 
 func (x *CaptureProgress) Reset() {
 	*x = CaptureProgress{}
-	mi := &file_loupe_proto_msgTypes[20]
+	mi := &file_loupe_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2542,7 @@ func (x *CaptureProgress) String() string {
 func (*CaptureProgress) ProtoMessage() {}
 
 func (x *CaptureProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[20]
+	mi := &file_loupe_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2555,7 @@ func (x *CaptureProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureProgress.ProtoReflect.Descriptor instead.
 func (*CaptureProgress) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{20}
+	return file_loupe_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CaptureProgress) GetStage() string {
@@ -2509,7 +2593,7 @@ type CaptureEvent struct {
 
 func (x *CaptureEvent) Reset() {
 	*x = CaptureEvent{}
-	mi := &file_loupe_proto_msgTypes[21]
+	mi := &file_loupe_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2605,7 @@ func (x *CaptureEvent) String() string {
 func (*CaptureEvent) ProtoMessage() {}
 
 func (x *CaptureEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[21]
+	mi := &file_loupe_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2618,7 @@ func (x *CaptureEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureEvent.ProtoReflect.Descriptor instead.
 func (*CaptureEvent) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{21}
+	return file_loupe_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CaptureEvent) GetEvent() isCaptureEvent_Event {
@@ -2593,7 +2677,7 @@ type ListCapturesRequest struct {
 
 func (x *ListCapturesRequest) Reset() {
 	*x = ListCapturesRequest{}
-	mi := &file_loupe_proto_msgTypes[22]
+	mi := &file_loupe_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2605,7 +2689,7 @@ func (x *ListCapturesRequest) String() string {
 func (*ListCapturesRequest) ProtoMessage() {}
 
 func (x *ListCapturesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[22]
+	mi := &file_loupe_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2618,7 +2702,7 @@ func (x *ListCapturesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCapturesRequest.ProtoReflect.Descriptor instead.
 func (*ListCapturesRequest) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{22}
+	return file_loupe_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListCapturesRequest) GetContainerId() string {
@@ -2646,7 +2730,7 @@ type ListCapturesResponse struct {
 
 func (x *ListCapturesResponse) Reset() {
 	*x = ListCapturesResponse{}
-	mi := &file_loupe_proto_msgTypes[23]
+	mi := &file_loupe_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2658,7 +2742,7 @@ func (x *ListCapturesResponse) String() string {
 func (*ListCapturesResponse) ProtoMessage() {}
 
 func (x *ListCapturesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[23]
+	mi := &file_loupe_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2671,7 +2755,7 @@ func (x *ListCapturesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCapturesResponse.ProtoReflect.Descriptor instead.
 func (*ListCapturesResponse) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{23}
+	return file_loupe_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListCapturesResponse) GetCaptures() []*CaptureInfo {
@@ -2692,7 +2776,7 @@ type GetCaptureRequest struct {
 
 func (x *GetCaptureRequest) Reset() {
 	*x = GetCaptureRequest{}
-	mi := &file_loupe_proto_msgTypes[24]
+	mi := &file_loupe_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +2788,7 @@ func (x *GetCaptureRequest) String() string {
 func (*GetCaptureRequest) ProtoMessage() {}
 
 func (x *GetCaptureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[24]
+	mi := &file_loupe_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +2801,7 @@ func (x *GetCaptureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCaptureRequest.ProtoReflect.Descriptor instead.
 func (*GetCaptureRequest) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{24}
+	return file_loupe_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetCaptureRequest) GetId() string {
@@ -2740,7 +2824,7 @@ type CaptureChunk struct {
 
 func (x *CaptureChunk) Reset() {
 	*x = CaptureChunk{}
-	mi := &file_loupe_proto_msgTypes[25]
+	mi := &file_loupe_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2752,7 +2836,7 @@ func (x *CaptureChunk) String() string {
 func (*CaptureChunk) ProtoMessage() {}
 
 func (x *CaptureChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[25]
+	mi := &file_loupe_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2765,7 +2849,7 @@ func (x *CaptureChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureChunk.ProtoReflect.Descriptor instead.
 func (*CaptureChunk) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{25}
+	return file_loupe_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CaptureChunk) GetInfo() *CaptureInfo {
@@ -2795,7 +2879,7 @@ type AgentHello struct {
 
 func (x *AgentHello) Reset() {
 	*x = AgentHello{}
-	mi := &file_loupe_proto_msgTypes[26]
+	mi := &file_loupe_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2807,7 +2891,7 @@ func (x *AgentHello) String() string {
 func (*AgentHello) ProtoMessage() {}
 
 func (x *AgentHello) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[26]
+	mi := &file_loupe_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2820,7 +2904,7 @@ func (x *AgentHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHello.ProtoReflect.Descriptor instead.
 func (*AgentHello) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{26}
+	return file_loupe_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AgentHello) GetNode() string {
@@ -2862,7 +2946,7 @@ type CaptureCommand struct {
 
 func (x *CaptureCommand) Reset() {
 	*x = CaptureCommand{}
-	mi := &file_loupe_proto_msgTypes[27]
+	mi := &file_loupe_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2874,7 +2958,7 @@ func (x *CaptureCommand) String() string {
 func (*CaptureCommand) ProtoMessage() {}
 
 func (x *CaptureCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[27]
+	mi := &file_loupe_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2887,7 +2971,7 @@ func (x *CaptureCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureCommand.ProtoReflect.Descriptor instead.
 func (*CaptureCommand) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{27}
+	return file_loupe_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CaptureCommand) GetCaptureId() string {
@@ -2960,7 +3044,7 @@ type AgentCommand struct {
 
 func (x *AgentCommand) Reset() {
 	*x = AgentCommand{}
-	mi := &file_loupe_proto_msgTypes[28]
+	mi := &file_loupe_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2972,7 +3056,7 @@ func (x *AgentCommand) String() string {
 func (*AgentCommand) ProtoMessage() {}
 
 func (x *AgentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[28]
+	mi := &file_loupe_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2985,7 +3069,7 @@ func (x *AgentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCommand.ProtoReflect.Descriptor instead.
 func (*AgentCommand) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{28}
+	return file_loupe_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AgentCommand) GetCommand() isAgentCommand_Command {
@@ -3054,7 +3138,7 @@ type CaptureUpdate struct {
 
 func (x *CaptureUpdate) Reset() {
 	*x = CaptureUpdate{}
-	mi := &file_loupe_proto_msgTypes[29]
+	mi := &file_loupe_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3066,7 +3150,7 @@ func (x *CaptureUpdate) String() string {
 func (*CaptureUpdate) ProtoMessage() {}
 
 func (x *CaptureUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[29]
+	mi := &file_loupe_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3079,7 +3163,7 @@ func (x *CaptureUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureUpdate.ProtoReflect.Descriptor instead.
 func (*CaptureUpdate) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{29}
+	return file_loupe_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CaptureUpdate) GetCaptureId() string {
@@ -3145,7 +3229,7 @@ type AgentMessage struct {
 
 func (x *AgentMessage) Reset() {
 	*x = AgentMessage{}
-	mi := &file_loupe_proto_msgTypes[30]
+	mi := &file_loupe_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3157,7 +3241,7 @@ func (x *AgentMessage) String() string {
 func (*AgentMessage) ProtoMessage() {}
 
 func (x *AgentMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_loupe_proto_msgTypes[30]
+	mi := &file_loupe_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3170,7 +3254,7 @@ func (x *AgentMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentMessage.ProtoReflect.Descriptor instead.
 func (*AgentMessage) Descriptor() ([]byte, []int) {
-	return file_loupe_proto_rawDescGZIP(), []int{30}
+	return file_loupe_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AgentMessage) GetMessage() isAgentMessage_Message {
@@ -3369,8 +3453,13 @@ const file_loupe_proto_rawDesc = "" +
 	"\x05order\x18\r \x01(\x0e2\x0f.loupe.v1.OrderR\x05order\x12\x12\n" +
 	"\x04user\x18\x0e \x01(\tR\x04user\">\n" +
 	"\rQueryResponse\x12-\n" +
-	"\bfindings\x18\x01 \x03(\v2\x11.loupe.v1.FindingR\bfindings\"\x12\n" +
-	"\x10ListNodesRequest\"\xfe\x02\n" +
+	"\bfindings\x18\x01 \x03(\v2\x11.loupe.v1.FindingR\bfindings\"\x98\x01\n" +
+	"\x10ListNodesRequest\x12A\n" +
+	"\x0esessions_since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\rsessionsSince\x12A\n" +
+	"\x0esessions_until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rsessionsUntil\"n\n" +
+	"\fAgentSession\x120\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
+	"\x03end\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\"\xb2\x03\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x129\n" +
@@ -3379,7 +3468,8 @@ const file_loupe_proto_rawDesc = "" +
 	"\tlast_seen\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1a\n" +
 	"\bfindings\x18\x05 \x01(\x03R\bfindings\x12\x1c\n" +
 	"\tconnected\x18\x06 \x01(\bR\tconnected\x12L\n" +
-	"\x10findings_by_kind\x18\a \x03(\v2\".loupe.v1.Node.FindingsByKindEntryR\x0efindingsByKind\x1aA\n" +
+	"\x10findings_by_kind\x18\a \x03(\v2\".loupe.v1.Node.FindingsByKindEntryR\x0efindingsByKind\x122\n" +
+	"\bsessions\x18\b \x03(\v2\x16.loupe.v1.AgentSessionR\bsessions\x1aA\n" +
 	"\x13FindingsByKindEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"9\n" +
@@ -3527,7 +3617,7 @@ func file_loupe_proto_rawDescGZIP() []byte {
 }
 
 var file_loupe_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_loupe_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_loupe_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_loupe_proto_goTypes = []any{
 	(Kind)(0),                     // 0: loupe.v1.Kind
 	(Severity)(0),                 // 1: loupe.v1.Severity
@@ -3547,31 +3637,32 @@ var file_loupe_proto_goTypes = []any{
 	(*QueryRequest)(nil),          // 15: loupe.v1.QueryRequest
 	(*QueryResponse)(nil),         // 16: loupe.v1.QueryResponse
 	(*ListNodesRequest)(nil),      // 17: loupe.v1.ListNodesRequest
-	(*Node)(nil),                  // 18: loupe.v1.Node
-	(*ListNodesResponse)(nil),     // 19: loupe.v1.ListNodesResponse
-	(*CaptureOptions)(nil),        // 20: loupe.v1.CaptureOptions
-	(*CaptureRequest)(nil),        // 21: loupe.v1.CaptureRequest
-	(*CaptureInfo)(nil),           // 22: loupe.v1.CaptureInfo
-	(*CaptureProgress)(nil),       // 23: loupe.v1.CaptureProgress
-	(*CaptureEvent)(nil),          // 24: loupe.v1.CaptureEvent
-	(*ListCapturesRequest)(nil),   // 25: loupe.v1.ListCapturesRequest
-	(*ListCapturesResponse)(nil),  // 26: loupe.v1.ListCapturesResponse
-	(*GetCaptureRequest)(nil),     // 27: loupe.v1.GetCaptureRequest
-	(*CaptureChunk)(nil),          // 28: loupe.v1.CaptureChunk
-	(*AgentHello)(nil),            // 29: loupe.v1.AgentHello
-	(*CaptureCommand)(nil),        // 30: loupe.v1.CaptureCommand
-	(*AgentCommand)(nil),          // 31: loupe.v1.AgentCommand
-	(*CaptureUpdate)(nil),         // 32: loupe.v1.CaptureUpdate
-	(*AgentMessage)(nil),          // 33: loupe.v1.AgentMessage
-	nil,                           // 34: loupe.v1.Finding.DetailsEntry
-	nil,                           // 35: loupe.v1.Node.FindingsByKindEntry
-	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(*AgentSession)(nil),          // 18: loupe.v1.AgentSession
+	(*Node)(nil),                  // 19: loupe.v1.Node
+	(*ListNodesResponse)(nil),     // 20: loupe.v1.ListNodesResponse
+	(*CaptureOptions)(nil),        // 21: loupe.v1.CaptureOptions
+	(*CaptureRequest)(nil),        // 22: loupe.v1.CaptureRequest
+	(*CaptureInfo)(nil),           // 23: loupe.v1.CaptureInfo
+	(*CaptureProgress)(nil),       // 24: loupe.v1.CaptureProgress
+	(*CaptureEvent)(nil),          // 25: loupe.v1.CaptureEvent
+	(*ListCapturesRequest)(nil),   // 26: loupe.v1.ListCapturesRequest
+	(*ListCapturesResponse)(nil),  // 27: loupe.v1.ListCapturesResponse
+	(*GetCaptureRequest)(nil),     // 28: loupe.v1.GetCaptureRequest
+	(*CaptureChunk)(nil),          // 29: loupe.v1.CaptureChunk
+	(*AgentHello)(nil),            // 30: loupe.v1.AgentHello
+	(*CaptureCommand)(nil),        // 31: loupe.v1.CaptureCommand
+	(*AgentCommand)(nil),          // 32: loupe.v1.AgentCommand
+	(*CaptureUpdate)(nil),         // 33: loupe.v1.CaptureUpdate
+	(*AgentMessage)(nil),          // 34: loupe.v1.AgentMessage
+	nil,                           // 35: loupe.v1.Finding.DetailsEntry
+	nil,                           // 36: loupe.v1.Node.FindingsByKindEntry
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
 }
 var file_loupe_proto_depIdxs = []int32{
 	4,  // 0: loupe.v1.Process.ancestors:type_name -> loupe.v1.Ancestor
 	0,  // 1: loupe.v1.Link.kind:type_name -> loupe.v1.Kind
-	36, // 2: loupe.v1.Link.time:type_name -> google.protobuf.Timestamp
-	36, // 3: loupe.v1.Finding.time:type_name -> google.protobuf.Timestamp
+	37, // 2: loupe.v1.Link.time:type_name -> google.protobuf.Timestamp
+	37, // 3: loupe.v1.Finding.time:type_name -> google.protobuf.Timestamp
 	0,  // 4: loupe.v1.Finding.kind:type_name -> loupe.v1.Kind
 	1,  // 5: loupe.v1.Finding.severity:type_name -> loupe.v1.Severity
 	3,  // 6: loupe.v1.Finding.container:type_name -> loupe.v1.ContainerRef
@@ -3579,56 +3670,61 @@ var file_loupe_proto_depIdxs = []int32{
 	6,  // 8: loupe.v1.Finding.file:type_name -> loupe.v1.File
 	7,  // 9: loupe.v1.Finding.control:type_name -> loupe.v1.Control
 	8,  // 10: loupe.v1.Finding.package:type_name -> loupe.v1.Package
-	34, // 11: loupe.v1.Finding.details:type_name -> loupe.v1.Finding.DetailsEntry
+	35, // 11: loupe.v1.Finding.details:type_name -> loupe.v1.Finding.DetailsEntry
 	9,  // 12: loupe.v1.Finding.audit:type_name -> loupe.v1.K8sAudit
 	10, // 13: loupe.v1.Finding.links:type_name -> loupe.v1.Link
 	11, // 14: loupe.v1.IngestRequest.findings:type_name -> loupe.v1.Finding
 	13, // 15: loupe.v1.IngestResponse.rejected:type_name -> loupe.v1.Rejection
-	36, // 16: loupe.v1.QueryRequest.since:type_name -> google.protobuf.Timestamp
-	36, // 17: loupe.v1.QueryRequest.until:type_name -> google.protobuf.Timestamp
+	37, // 16: loupe.v1.QueryRequest.since:type_name -> google.protobuf.Timestamp
+	37, // 17: loupe.v1.QueryRequest.until:type_name -> google.protobuf.Timestamp
 	0,  // 18: loupe.v1.QueryRequest.kinds:type_name -> loupe.v1.Kind
 	1,  // 19: loupe.v1.QueryRequest.min_severity:type_name -> loupe.v1.Severity
 	2,  // 20: loupe.v1.QueryRequest.order:type_name -> loupe.v1.Order
 	11, // 21: loupe.v1.QueryResponse.findings:type_name -> loupe.v1.Finding
-	36, // 22: loupe.v1.Node.first_seen:type_name -> google.protobuf.Timestamp
-	36, // 23: loupe.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
-	35, // 24: loupe.v1.Node.findings_by_kind:type_name -> loupe.v1.Node.FindingsByKindEntry
-	18, // 25: loupe.v1.ListNodesResponse.nodes:type_name -> loupe.v1.Node
-	20, // 26: loupe.v1.CaptureRequest.options:type_name -> loupe.v1.CaptureOptions
-	3,  // 27: loupe.v1.CaptureInfo.container:type_name -> loupe.v1.ContainerRef
-	36, // 28: loupe.v1.CaptureInfo.requested_at:type_name -> google.protobuf.Timestamp
-	36, // 29: loupe.v1.CaptureInfo.completed_at:type_name -> google.protobuf.Timestamp
-	23, // 30: loupe.v1.CaptureEvent.progress:type_name -> loupe.v1.CaptureProgress
-	22, // 31: loupe.v1.CaptureEvent.result:type_name -> loupe.v1.CaptureInfo
-	22, // 32: loupe.v1.ListCapturesResponse.captures:type_name -> loupe.v1.CaptureInfo
-	22, // 33: loupe.v1.CaptureChunk.info:type_name -> loupe.v1.CaptureInfo
-	20, // 34: loupe.v1.CaptureCommand.options:type_name -> loupe.v1.CaptureOptions
-	36, // 35: loupe.v1.CaptureCommand.requested_at:type_name -> google.protobuf.Timestamp
-	11, // 36: loupe.v1.CaptureCommand.timeline:type_name -> loupe.v1.Finding
-	30, // 37: loupe.v1.AgentCommand.capture:type_name -> loupe.v1.CaptureCommand
-	23, // 38: loupe.v1.CaptureUpdate.progress:type_name -> loupe.v1.CaptureProgress
-	22, // 39: loupe.v1.CaptureUpdate.info:type_name -> loupe.v1.CaptureInfo
-	29, // 40: loupe.v1.AgentMessage.hello:type_name -> loupe.v1.AgentHello
-	32, // 41: loupe.v1.AgentMessage.capture:type_name -> loupe.v1.CaptureUpdate
-	12, // 42: loupe.v1.Collector.Ingest:input_type -> loupe.v1.IngestRequest
-	15, // 43: loupe.v1.Collector.Query:input_type -> loupe.v1.QueryRequest
-	17, // 44: loupe.v1.Collector.ListNodes:input_type -> loupe.v1.ListNodesRequest
-	33, // 45: loupe.v1.Collector.Control:input_type -> loupe.v1.AgentMessage
-	21, // 46: loupe.v1.Collector.Capture:input_type -> loupe.v1.CaptureRequest
-	25, // 47: loupe.v1.Collector.ListCaptures:input_type -> loupe.v1.ListCapturesRequest
-	27, // 48: loupe.v1.Collector.GetCapture:input_type -> loupe.v1.GetCaptureRequest
-	14, // 49: loupe.v1.Collector.Ingest:output_type -> loupe.v1.IngestResponse
-	16, // 50: loupe.v1.Collector.Query:output_type -> loupe.v1.QueryResponse
-	19, // 51: loupe.v1.Collector.ListNodes:output_type -> loupe.v1.ListNodesResponse
-	31, // 52: loupe.v1.Collector.Control:output_type -> loupe.v1.AgentCommand
-	24, // 53: loupe.v1.Collector.Capture:output_type -> loupe.v1.CaptureEvent
-	26, // 54: loupe.v1.Collector.ListCaptures:output_type -> loupe.v1.ListCapturesResponse
-	28, // 55: loupe.v1.Collector.GetCapture:output_type -> loupe.v1.CaptureChunk
-	49, // [49:56] is the sub-list for method output_type
-	42, // [42:49] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	37, // 22: loupe.v1.ListNodesRequest.sessions_since:type_name -> google.protobuf.Timestamp
+	37, // 23: loupe.v1.ListNodesRequest.sessions_until:type_name -> google.protobuf.Timestamp
+	37, // 24: loupe.v1.AgentSession.start:type_name -> google.protobuf.Timestamp
+	37, // 25: loupe.v1.AgentSession.end:type_name -> google.protobuf.Timestamp
+	37, // 26: loupe.v1.Node.first_seen:type_name -> google.protobuf.Timestamp
+	37, // 27: loupe.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	36, // 28: loupe.v1.Node.findings_by_kind:type_name -> loupe.v1.Node.FindingsByKindEntry
+	18, // 29: loupe.v1.Node.sessions:type_name -> loupe.v1.AgentSession
+	19, // 30: loupe.v1.ListNodesResponse.nodes:type_name -> loupe.v1.Node
+	21, // 31: loupe.v1.CaptureRequest.options:type_name -> loupe.v1.CaptureOptions
+	3,  // 32: loupe.v1.CaptureInfo.container:type_name -> loupe.v1.ContainerRef
+	37, // 33: loupe.v1.CaptureInfo.requested_at:type_name -> google.protobuf.Timestamp
+	37, // 34: loupe.v1.CaptureInfo.completed_at:type_name -> google.protobuf.Timestamp
+	24, // 35: loupe.v1.CaptureEvent.progress:type_name -> loupe.v1.CaptureProgress
+	23, // 36: loupe.v1.CaptureEvent.result:type_name -> loupe.v1.CaptureInfo
+	23, // 37: loupe.v1.ListCapturesResponse.captures:type_name -> loupe.v1.CaptureInfo
+	23, // 38: loupe.v1.CaptureChunk.info:type_name -> loupe.v1.CaptureInfo
+	21, // 39: loupe.v1.CaptureCommand.options:type_name -> loupe.v1.CaptureOptions
+	37, // 40: loupe.v1.CaptureCommand.requested_at:type_name -> google.protobuf.Timestamp
+	11, // 41: loupe.v1.CaptureCommand.timeline:type_name -> loupe.v1.Finding
+	31, // 42: loupe.v1.AgentCommand.capture:type_name -> loupe.v1.CaptureCommand
+	24, // 43: loupe.v1.CaptureUpdate.progress:type_name -> loupe.v1.CaptureProgress
+	23, // 44: loupe.v1.CaptureUpdate.info:type_name -> loupe.v1.CaptureInfo
+	30, // 45: loupe.v1.AgentMessage.hello:type_name -> loupe.v1.AgentHello
+	33, // 46: loupe.v1.AgentMessage.capture:type_name -> loupe.v1.CaptureUpdate
+	12, // 47: loupe.v1.Collector.Ingest:input_type -> loupe.v1.IngestRequest
+	15, // 48: loupe.v1.Collector.Query:input_type -> loupe.v1.QueryRequest
+	17, // 49: loupe.v1.Collector.ListNodes:input_type -> loupe.v1.ListNodesRequest
+	34, // 50: loupe.v1.Collector.Control:input_type -> loupe.v1.AgentMessage
+	22, // 51: loupe.v1.Collector.Capture:input_type -> loupe.v1.CaptureRequest
+	26, // 52: loupe.v1.Collector.ListCaptures:input_type -> loupe.v1.ListCapturesRequest
+	28, // 53: loupe.v1.Collector.GetCapture:input_type -> loupe.v1.GetCaptureRequest
+	14, // 54: loupe.v1.Collector.Ingest:output_type -> loupe.v1.IngestResponse
+	16, // 55: loupe.v1.Collector.Query:output_type -> loupe.v1.QueryResponse
+	20, // 56: loupe.v1.Collector.ListNodes:output_type -> loupe.v1.ListNodesResponse
+	32, // 57: loupe.v1.Collector.Control:output_type -> loupe.v1.AgentCommand
+	25, // 58: loupe.v1.Collector.Capture:output_type -> loupe.v1.CaptureEvent
+	27, // 59: loupe.v1.Collector.ListCaptures:output_type -> loupe.v1.ListCapturesResponse
+	29, // 60: loupe.v1.Collector.GetCapture:output_type -> loupe.v1.CaptureChunk
+	54, // [54:61] is the sub-list for method output_type
+	47, // [47:54] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_loupe_proto_init() }
@@ -3636,15 +3732,15 @@ func file_loupe_proto_init() {
 	if File_loupe_proto != nil {
 		return
 	}
-	file_loupe_proto_msgTypes[21].OneofWrappers = []any{
+	file_loupe_proto_msgTypes[22].OneofWrappers = []any{
 		(*CaptureEvent_Progress)(nil),
 		(*CaptureEvent_Result)(nil),
 	}
-	file_loupe_proto_msgTypes[28].OneofWrappers = []any{
+	file_loupe_proto_msgTypes[29].OneofWrappers = []any{
 		(*AgentCommand_Capture)(nil),
 		(*AgentCommand_CancelCaptureId)(nil),
 	}
-	file_loupe_proto_msgTypes[30].OneofWrappers = []any{
+	file_loupe_proto_msgTypes[31].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Capture)(nil),
 	}
@@ -3654,7 +3750,7 @@ func file_loupe_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loupe_proto_rawDesc), len(file_loupe_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -14,6 +14,10 @@ const SessionGap = 90 * time.Second
 // MaxSessions bounds the sessions one Sessions call reads.
 const MaxSessions = 10000
 
+// ErrTooManySessions is returned by Sessions when more than MaxSessions
+// records overlap the range.
+var ErrTooManySessions = fmt.Errorf("%w: more than %d agent sessions in the range: narrow it or ask for fewer nodes", ErrInvalidQuery, MaxSessions)
+
 // Session is a stretch of time during which a node's agent reported with no
 // silence longer than SessionGap: from its first batch to its last.
 type Session struct {

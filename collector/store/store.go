@@ -102,7 +102,8 @@ type Store interface {
 	// the server knows open streams).
 	Nodes(ctx context.Context) ([]*loupev1.Node, error)
 	// Sessions returns the sessions of these nodes' agents that overlap
-	// [since, until), merged (MergeSessions), at most MaxSessions. Sessions
+	// [since, until), merged (MergeSessions); more than MaxSessions records
+	// is ErrTooManySessions. Sessions
 	// are recorded from the batches an agent sends (Ingest's NodeInfo), since
 	// the store first had them: a store upgraded from an older schema has
 	// none before its upgrade.

@@ -15,6 +15,7 @@ import (
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/collector"
+	"github.com/loupe-dev/loupe/collector/store"
 	"github.com/loupe-dev/loupe/collector/store/storetest"
 	"github.com/loupe-dev/loupe/internal/humanize"
 	"github.com/loupe-dev/loupe/internal/tlsutil"
@@ -22,6 +23,12 @@ import (
 
 // startCollector runs a real collector (gRPC on loopback, SQLite on disk).
 func startCollector(t *testing.T, tlsOpts *tlsutil.ServerOptions) string {
+	t.Helper()
+	return startCollectorServer(t, tlsOpts).GRPCAddr().String()
+}
+
+// startCollectorServer is startCollector returning the server.
+func startCollectorServer(t *testing.T, tlsOpts *tlsutil.ServerOptions) *collector.Server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := collector.Config{GRPCListen: "127.0.0.1:0", DB: "sqlite://" + filepath.Join(t.TempDir(), "c.db")}
@@ -44,7 +51,7 @@ func startCollector(t *testing.T, tlsOpts *tlsutil.ServerOptions) string {
 			t.Error("collector did not stop")
 		}
 	})
-	return srv.GRPCAddr().String()
+	return srv
 }
 
 // run executes the loupe command with args and returns stdout, stderr and the error.
@@ -300,5 +307,55 @@ func TestQueryAllPages(t *testing.T) {
 	allPageSize = 2
 	if _, _, err := run(t, append([]string{"query", "--since", "", "--all", "-o", "jsonl"}, conn...)...); err == nil || !strings.Contains(err.Error(), "share the instant") {
 		t.Errorf("instant larger than a page: %v", err)
+	}
+}
+
+// TestNodesSilences: an agent that sent nothing for 25 minutes (its batches
+// stored with their arrival times) shows one silence in `loupe nodes --since`,
+// and its two sessions in -o jsonl, through the real gRPC API.
+func TestNodesSilences(t *testing.T) {
+	srv := startCollectorServer(t, nil)
+	conn := []string{"--collector", srv.GRPCAddr().String(), "--insecure"}
+	now := time.Now().Truncate(time.Second)
+	for _, ago := range []time.Duration{60 * time.Minute, 59 * time.Minute, 34 * time.Minute, 33 * time.Minute} {
+		if _, err := srv.Store().Ingest(context.Background(), store.NodeInfo{Name: "node-q", AgentVersion: "v9", Seen: now.Add(-ago)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, _, err := run(t, append([]string{"nodes", "--since", "2h"}, conn...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "1         25m0s from " + now.Add(-59*time.Minute).UTC().Format(time.RFC3339)
+	if !strings.Contains(out, "SILENCES  LONGEST SILENCE") || !strings.Contains(out, want) {
+		t.Errorf("nodes --since table lacks the silence %q:\n%s", want, out)
+	}
+	// A range after the silence has none.
+	out, _, err = run(t, append([]string{"nodes", "--since", "30m"}, conn...)...)
+	if err != nil || !strings.Contains(out, "0         -") {
+		t.Errorf("nodes --since 30m: %v\n%s", err, out)
+	}
+	out, _, err = run(t, append([]string{"nodes", "--since", "2h", "-o", "jsonl"}, conn...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n struct {
+		Sessions []struct{ Start, End time.Time }
+	}
+	if err := json.Unmarshal([]byte(out), &n); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(n.Sessions) != 2 || !n.Sessions[0].Start.Equal(now.Add(-60*time.Minute)) || !n.Sessions[1].End.Equal(now.Add(-33*time.Minute)) {
+		t.Errorf("sessions %+v", n.Sessions)
+	}
+	// Without --since, no sessions are read or shown.
+	if out, _, err = run(t, append([]string{"nodes"}, conn...)...); err != nil || strings.Contains(out, "SILENCES") {
+		t.Errorf("plain nodes: %v\n%s", err, out)
+	}
+	for _, bad := range [][]string{{"--until", "1h"}, {"--since", "1h", "--until", "2h"}, {"--since", "yesterday"}} {
+		_, _, err := run(t, append(append([]string{"nodes"}, bad...), conn...)...)
+		if err == nil {
+			t.Errorf("nodes %v: no error", bad)
+		}
 	}
 }

@@ -543,7 +543,7 @@ func (s *Store) Sessions(ctx context.Context, nodes []string, since, until time.
 	}
 	rows, err := s.pool.Query(ctx, `SELECT node, start_ns, end_ns FROM node_sessions
 		WHERE node = ANY($1) AND end_ns >= $2 AND start_ns < $3 ORDER BY node, start_ns LIMIT $4`,
-		nodes, store.ClampNanos(since), store.ClampNanos(until), store.MaxSessions)
+		nodes, store.ClampNanos(since), store.ClampNanos(until), store.MaxSessions+1)
 	if err != nil {
 		return nil, fmt.Errorf("read agent sessions in %s: %s", s.target, Reason(err))
 	}
@@ -558,6 +558,9 @@ func (s *Store) Sessions(ctx context.Context, nodes []string, since, until time.
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read agent sessions in %s: %s", s.target, Reason(err))
+	}
+	if len(out) > store.MaxSessions {
+		return nil, store.ErrTooManySessions
 	}
 	return store.MergeSessions(out), nil
 }

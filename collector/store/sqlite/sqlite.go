@@ -620,7 +620,7 @@ func (s *Store) Sessions(ctx context.Context, nodes []string, since, until time.
 	for _, n := range nodes {
 		args = append(args, n)
 	}
-	args = append(args, store.MaxSessions)
+	args = append(args, store.MaxSessions+1)
 	rows, err := s.r.QueryContext(ctx, `SELECT node, start_ns, end_ns FROM node_sessions
 		WHERE end_ns >= ? AND start_ns < ? AND node IN (`+ph+`) ORDER BY node, start_ns LIMIT ?`, args...)
 	if err != nil {
@@ -641,6 +641,9 @@ func (s *Store) Sessions(ctx context.Context, nodes []string, since, until time.
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read agent sessions: %w", err)
+	}
+	if len(out) > store.MaxSessions {
+		return nil, store.ErrTooManySessions
 	}
 	return store.MergeSessions(out), nil
 }
