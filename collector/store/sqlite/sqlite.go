@@ -372,6 +372,33 @@ func (s *Store) Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*lou
 	if err := store.CheckQuery(q); err != nil {
 		return err
 	}
+	sqlText, args := s.querySQL(ctx, q)
+	rows, err := s.r.QueryContext(ctx, sqlText, args...)
+	if err != nil {
+		return fmt.Errorf("query findings: %w", err)
+	}
+	defer rows.Close()
+	var body []byte
+	for rows.Next() {
+		if err := rows.Scan(&body); err != nil {
+			return fmt.Errorf("query findings: %w", err)
+		}
+		f := &loupev1.Finding{}
+		if err := proto.Unmarshal(body, f); err != nil {
+			return fmt.Errorf("query findings: decode stored finding: %w", err)
+		}
+		if err := fn(f); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query findings: %w", err)
+	}
+	return nil
+}
+
+// querySQL is the statement and arguments that answer a checked q.
+func (s *Store) querySQL(ctx context.Context, q *loupev1.QueryRequest) (string, []any) {
 	limit, _ := store.EffectiveLimit(q)
 	var (
 		where []string
@@ -406,8 +433,28 @@ func (s *Store) Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*lou
 		}
 		where = append(where, "node IN ("+strings.Join(ph, ",")+")")
 	}
+	// Prefix filters (a container id prefix, a pod or image glob's literal
+	// prefix) are index ranges whose size the planner cannot estimate (no
+	// sqlite_stat4): a narrow one is the best index, a broad one ("api-*"
+	// in a large fleet) makes it read and sort every match before the
+	// limit applies. A bounded count on the index alone tells them apart;
+	// a broad range is left out of index selection ("+" on the column), so
+	// the time order index is scanned instead and the scan stops at the
+	// limit.
+	podExact := q.GetPod() != "" && !strings.Contains(q.GetPod(), "*")
+	podLo, podHi, podRange := "", "", false
+	if v := q.GetPod(); v != "" && !podExact {
+		podLo, podHi, podRange = prefixRange(v)
+		podRange = podRange && !s.broad(ctx, "pod >= ? AND pod < ?", podLo, podHi)
+	}
+	ctrPattern := ""
+	ctrIndexed := false
+	if v := q.GetContainerId(); v != "" {
+		ctrPattern = store.GlobLiteral(v) + "*"
+		ctrIndexed = !s.broad(ctx, "container_id GLOB ?", ctrPattern)
+	}
 	if v := q.GetNamespace(); v != "" {
-		if q.GetPod() != "" || q.GetContainerId() != "" {
+		if podExact || podRange || ctrIndexed {
 			// The pod and container indexes are far more selective: keep
 			// the planner off the namespace index ("+" disables it).
 			add("+namespace = ?", v)
@@ -416,23 +463,30 @@ func (s *Store) Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*lou
 		}
 	}
 	if v := q.GetPod(); v != "" {
-		if strings.Contains(v, "*") {
-			add("pod GLOB ?", store.GlobToSQLite(v))
-			if lo, hi, ok := prefixRange(v); ok {
-				add("pod >= ? AND pod < ?", lo, hi) // an index range for the literal prefix
-			}
-		} else {
+		switch {
+		case podExact:
 			add("pod = ?", v)
+		case podRange:
+			add("pod GLOB ?", store.GlobToSQLite(v))
+			add("pod >= ? AND pod < ?", podLo, podHi) // an index range for the literal prefix
+		default:
+			add("+pod GLOB ?", store.GlobToSQLite(v))
 		}
 	}
-	if v := q.GetContainerId(); v != "" {
-		add("container_id GLOB ?", store.GlobLiteral(v)+"*")
+	if ctrPattern != "" {
+		if ctrIndexed {
+			add("container_id GLOB ?", ctrPattern)
+		} else {
+			add("+container_id GLOB ?", ctrPattern)
+		}
 	}
 	if v := q.GetImage(); v != "" {
 		if strings.Contains(v, "*") {
-			add("image GLOB ?", store.GlobToSQLite(v))
-			if lo, hi, ok := prefixRange(v); ok {
+			if lo, hi, ok := prefixRange(v); ok && !s.broad(ctx, "image >= ? AND image < ?", lo, hi) {
+				add("image GLOB ?", store.GlobToSQLite(v))
 				add("image >= ? AND image < ?", lo, hi)
+			} else {
+				add("+image GLOB ?", store.GlobToSQLite(v))
 			}
 		} else {
 			add("image = ?", v)
@@ -463,29 +517,7 @@ func (s *Store) Query(ctx context.Context, q *loupev1.QueryRequest, fn func(*lou
 		sqlText += " ORDER BY time_ns DESC, seq DESC"
 	}
 	sqlText += " LIMIT ?"
-	args = append(args, limit)
-	rows, err := s.r.QueryContext(ctx, sqlText, args...)
-	if err != nil {
-		return fmt.Errorf("query findings: %w", err)
-	}
-	defer rows.Close()
-	var body []byte
-	for rows.Next() {
-		if err := rows.Scan(&body); err != nil {
-			return fmt.Errorf("query findings: %w", err)
-		}
-		f := &loupev1.Finding{}
-		if err := proto.Unmarshal(body, f); err != nil {
-			return fmt.Errorf("query findings: decode stored finding: %w", err)
-		}
-		if err := fn(f); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("query findings: %w", err)
-	}
-	return nil
+	return sqlText, append(args, limit)
 }
 
 // Get implements store.Store.
@@ -534,6 +566,20 @@ func (s *Store) Counts(ctx context.Context, since, until time.Time) ([]store.Cou
 
 // prefixRange is the range [lo, hi) of strings that start with the literal
 // part of pattern p before its first '*' (ok is false without one).
+// broadRows is the number of index entries above which a prefix range is
+// broad (see Query).
+const broadRows = 10000
+
+// broad reports whether more than broadRows findings match cond, counted
+// on cond's index alone and stopped there. An error counts as narrow (the
+// query then plans as before).
+func (s *Store) broad(ctx context.Context, cond string, args ...any) bool {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM findings WHERE `+cond+` LIMIT ?)`,
+		append(args, broadRows+1)...).Scan(&n)
+	return err == nil && n > broadRows
+}
+
 func prefixRange(p string) (lo, hi string, ok bool) {
 	lo, _, _ = strings.Cut(p, "*")
 	for i := len(lo) - 1; i >= 0; i-- {

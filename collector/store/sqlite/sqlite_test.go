@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
 	"github.com/loupe-dev/loupe/collector/store"
@@ -281,4 +283,108 @@ func TestPrefixRange(t *testing.T) {
 			t.Errorf("prefixRange(%q) = %q, want %q", p, got, want)
 		}
 	}
+}
+
+// TestBroadPrefixesScanByTime: a container prefix, pod glob or image glob
+// that matches more than broadRows findings is kept out of index selection,
+// so the query walks the time index and stops at its limit (the plan says
+// so); a narrow one still uses its own index. The results are the same
+// either way.
+func TestBroadPrefixesScanByTime(t *testing.T) {
+	s := openTemp(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	var all []*loupev1.Finding
+	for i := range broadRows + 500 {
+		f := storetest.Finding(t0.Add(time.Duration(i)*time.Second), "n1", loupev1.Kind_KIND_EXEC, loupev1.Severity_SEVERITY_INFO)
+		f.Container = &loupev1.ContainerRef{Id: fmt.Sprintf("c0ffee%058d", i%5000), Pod: fmt.Sprintf("api-%d", i%50), Namespace: "shop",
+			Image: fmt.Sprintf("registry.example/api:%d", i%2000)}
+		if i%500 == 0 { // a few of another workload
+			f.Container = &loupev1.ContainerRef{Id: fmt.Sprintf("beef%060d", i), Pod: "web-0", Namespace: "shop", Image: "other.example/web:1"}
+		}
+		all = append(all, f)
+	}
+	for b := range slices.Chunk(all, 5000) {
+		if _, err := s.Ingest(ctx, store.NodeInfo{Name: "n1"}, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The planner statistics of a 10M-finding store (bench/ingest's query
+	// database): there, a prefix range on the container or image index
+	// looks cheaper than the time index, whatever its true size. Creating
+	// and dropping a table makes every connection reload them.
+	for _, q := range []string{`ANALYZE`, `DELETE FROM sqlite_stat1 WHERE tbl = 'findings'`,
+		`INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES
+			('findings', 'findings_image', '10000000 2001'), ('findings', 'findings_pod_time', '10000000 2001 1'),
+			('findings', 'findings_sha256', '4000049 1001'), ('findings', 'findings_container', '10000000 501'),
+			('findings', 'findings_namespace_time', '10000000 2001 1'), ('findings', 'findings_node_time', '10000000 2001 1'),
+			('findings', 'findings_kind_time', '10000000 2001 1'), ('findings', 'findings_time', '10000000 1'),
+			('findings', 'findings_id', '10000000 1'), ('findings', 'findings_user_time', '0 0 0')`,
+		`CREATE TABLE reload_stats (x)`, `DROP TABLE reload_stats`} {
+		if _, err := s.w.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		q     *loupev1.QueryRequest
+		index string // what the plan must use
+		match func(*loupev1.ContainerRef) bool
+	}{
+		{"broad container prefix", &loupev1.QueryRequest{Since: timestamppb.New(t0), ContainerId: "c0ffee", Limit: 100, Order: loupev1.Order_ORDER_OLDEST_FIRST}, "findings_time",
+			func(r *loupev1.ContainerRef) bool { return strings.HasPrefix(r.GetId(), "c0ffee") }},
+		{"broad pod glob", &loupev1.QueryRequest{Namespace: "shop", Pod: "api-*", Limit: 100}, "findings_namespace_time",
+			func(r *loupev1.ContainerRef) bool { return strings.HasPrefix(r.GetPod(), "api-") }},
+		{"broad image glob", &loupev1.QueryRequest{Since: timestamppb.New(t0), Image: "registry.example/*", Limit: 100}, "findings_time",
+			func(r *loupev1.ContainerRef) bool { return strings.HasPrefix(r.GetImage(), "registry.example/") }},
+		{"narrow container prefix", &loupev1.QueryRequest{ContainerId: "beef", Limit: 100}, "findings_container",
+			func(r *loupev1.ContainerRef) bool { return strings.HasPrefix(r.GetId(), "beef") }},
+		{"narrow pod glob", &loupev1.QueryRequest{Namespace: "shop", Pod: "web-*", Limit: 100}, "findings_pod_time",
+			func(r *loupev1.ContainerRef) bool { return r.GetPod() == "web-0" }},
+		{"narrow image glob", &loupev1.QueryRequest{Image: "other.example/*", Limit: 100}, "findings_image",
+			func(r *loupev1.ContainerRef) bool { return strings.HasPrefix(r.GetImage(), "other.example/") }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			sqlText, args := s.querySQL(ctx, c.q)
+			var plan []string
+			rows, err := s.r.QueryContext(ctx, "EXPLAIN QUERY PLAN "+sqlText, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var id, parent, unused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, detail+" ")
+			}
+			rows.Close()
+			if !strings.Contains(strings.Join(plan, "; "), "INDEX "+c.index+" ") {
+				t.Errorf("plan %q does not use %s", plan, c.index)
+			}
+			var want []string
+			for _, f := range all {
+				if c.match(f.GetContainer()) {
+					want = append(want, f.GetId())
+				}
+			}
+			if c.q.GetOrder() != loupev1.Order_ORDER_OLDEST_FIRST {
+				slices.Reverse(want)
+			}
+			want = want[:min(len(want), 100)]
+			got := storetest.QueryAll(t, s, c.q)
+			if gotIDs := ids(got); !slices.Equal(gotIDs, want) {
+				t.Errorf("%d results, want %d; first %v, want %v", len(gotIDs), len(want), gotIDs[:min(3, len(gotIDs))], want[:min(3, len(want))])
+			}
+		})
+	}
+}
+
+func ids(fs []*loupev1.Finding) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = f.GetId()
+	}
+	return out
 }
