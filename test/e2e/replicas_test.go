@@ -119,7 +119,7 @@ func TestReplicasSurviveFaults(t *testing.T) {
 		case 6000:
 			pg.Stop(t)
 			// The surviving replica says the database is gone.
-			code, body := httpStatus(t, "http://"+reps[1].http+"/readyz")
+			code, body := httpStatus(t, "http://"+reps[1-victim].http+"/readyz")
 			if code != 503 || !strings.Contains(body, "database:") {
 				t.Errorf("/readyz with PostgreSQL down = %d %q, want 503 naming the database", code, body)
 			}
