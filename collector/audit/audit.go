@@ -19,6 +19,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -33,10 +34,18 @@ import (
 const (
 	MaxBatchBytes = 32 << 20
 	MaxEvents     = 10000
-	maxCommand    = 256  // command words kept
-	maxText       = 4096 // bytes kept of any one string
-	maxList       = 64   // groups, source IPs
+	maxCommand      = 256  // command words kept
+	maxCommandBytes = 8192 // bytes kept of a command, all words
+	maxText         = 1024 // bytes kept of any one string (Kubernetes names are at most 253)
+	maxURI          = 4096 // bytes kept of the request URI
+	maxSummary      = 2048 // bytes kept of the summary
+	maxList         = 64   // groups, source IPs, privileges
+	maxListBytes    = 4096 // bytes kept of a list, all entries
 )
+
+// Together these keep any finding of one event well under the collector's
+// 64 KiB per finding: a padded command or a flood of groups is cut, never a
+// reason for the event to be rejected and lost.
 
 // ErrBadBatch wraps every error about a batch that cannot be decoded.
 var ErrBadBatch = errors.New("bad audit batch")
@@ -124,13 +133,14 @@ func Finding(ev *auditv1.Event) *loupev1.Finding {
 		f.Kind, f.Severity = loupev1.Kind_KIND_K8S_NODE_PROXY, loupev1.Severity_SEVERITY_HIGH
 		f.Container = nil
 		f.Details = map[string]string{"target_node": clip(ref.Name)}
-		f.Summary = fmt.Sprintf("%s reached the kubelet of node %s through the API server (%s)", who, ref.Name, clip(ev.RequestURI))
+		f.Summary = fmt.Sprintf("%s reached the kubelet of node %s through the API server (%s)", who, ref.Name, clipN(ev.RequestURI, maxURI))
 	case ref.Resource == "pods" && ref.Subresource == "" && ev.Verb == "create":
 		why := privileged(ev)
 		if len(why) == 0 {
 			return nil
 		}
 		f.Kind, f.Severity = loupev1.Kind_KIND_K8S_PRIVILEGED_POD, loupev1.Severity_SEVERITY_MEDIUM
+		why = list(why)
 		f.Details = map[string]string{"privileges": strings.Join(why, ",")}
 		f.Summary = fmt.Sprintf("%s created pod %s with %s", who, target, strings.Join(why, ", "))
 	default:
@@ -144,7 +154,13 @@ func Finding(ev *auditv1.Event) *loupev1.Finding {
 		t = ev.StageTimestamp.Time
 	}
 	f.Time = timestamppb.New(t)
-	f.Id = uuid.NewSHA1(idSpace, []byte(ev.AuditID)).String()
+	f.Summary = clipN(f.Summary, maxSummary)
+	// The audit id alone would do, but a client may choose it (the API
+	// server takes a request's Audit-ID header): reusing one must not make a
+	// later request a "duplicate" of an earlier one. These fields are the
+	// same in every stage of one request, on every replica.
+	f.Id = uuid.NewSHA1(idSpace, []byte(strings.Join([]string{string(ev.AuditID),
+		ev.RequestReceivedTimestamp.UTC().Format(time.RFC3339Nano), ev.User.Username, ev.Verb, ev.RequestURI}, "\x00"))).String()
 	return f
 }
 
@@ -152,7 +168,7 @@ func Finding(ev *auditv1.Event) *loupev1.Finding {
 func record(ev *auditv1.Event) *loupev1.K8SAudit {
 	a := &loupev1.K8SAudit{
 		AuditId: clip(string(ev.AuditID)), User: clip(ev.User.Username), Groups: list(ev.User.Groups),
-		SourceIps: list(ev.SourceIPs), UserAgent: clip(ev.UserAgent), Verb: clip(ev.Verb), RequestUri: clip(ev.RequestURI),
+		SourceIps: list(ev.SourceIPs), UserAgent: clip(ev.UserAgent), Verb: clip(ev.Verb), RequestUri: clipN(ev.RequestURI, maxURI),
 		Stage: string(ev.Stage), Decision: clip(ev.Annotations["authorization.k8s.io/decision"]),
 	}
 	if iu := ev.ImpersonatedUser; iu != nil {
@@ -272,26 +288,36 @@ func quote(cmd []string) string {
 	return string(b)
 }
 
-// words is ws bounded to maxCommand entries, each clipped.
-func words(ws []string) []string { return bound(ws, maxCommand) }
+// words is ws bounded to maxCommand entries and maxCommandBytes, each clipped.
+func words(ws []string) []string { return bound(ws, maxCommand, maxCommandBytes) }
 
-// list is ws bounded to maxList entries, each clipped.
-func list(ws []string) []string { return bound(ws, maxList) }
+// list is ws bounded to maxList entries and maxListBytes, each clipped.
+func list(ws []string) []string { return bound(ws, maxList, maxListBytes) }
 
-func bound(ws []string, n int) []string {
+// bound keeps at most n entries of ws, each clipped, and stops (the last
+// one cut) when total bytes are reached.
+func bound(ws []string, n, total int) []string {
 	out := make([]string, 0, min(len(ws), n))
 	for _, w := range ws[:min(len(ws), n)] {
-		out = append(out, clip(w))
+		if total <= 0 {
+			break
+		}
+		w = clipN(clip(w), total)
+		total -= len(w)
+		out = append(out, w)
 	}
 	return out
 }
 
 // clip makes s valid UTF-8 (protobuf strings must be) and bounds it to
 // maxText bytes, cut on a rune boundary.
-func clip(s string) string {
+func clip(s string) string { return clipN(s, maxText) }
+
+// clipN is clip with a bound of max bytes.
+func clipN(s string, max int) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) > maxText {
-		n := maxText
+	if len(s) > max {
+		n := max
 		for n > 0 && s[n]&0xC0 == 0x80 {
 			n--
 		}

@@ -71,6 +71,19 @@ func TestStagesAreOneFinding(t *testing.T) {
 	}
 }
 
+// TestReusedAuditIDIsNotADuplicate: a client can pick the audit id (the API
+// server takes its Audit-ID header); a second request with the same id is
+// another finding, not a duplicate of the first.
+func TestReusedAuditIDIsNotADuplicate(t *testing.T) {
+	first := audittest.Exec(audittest.Alice, at, "ns", "p", "c", "true")
+	second := audittest.Exec(audittest.Alice, at.Add(time.Minute), "ns", "p", "c", "sh")
+	second.AuditID = first.AuditID
+	f1, f2 := audit.Finding(&first), audit.Finding(&second)
+	if f1 == nil || f2 == nil || f1.GetId() == f2.GetId() {
+		t.Fatalf("two requests with one audit id share a finding id: %v / %v", f1.GetId(), f2.GetId())
+	}
+}
+
 func TestOtherRequests(t *testing.T) {
 	yes := true
 	cases := []struct {
@@ -154,7 +167,7 @@ func TestHostileStrings(t *testing.T) {
 		t.Fatal("dropped")
 	}
 	a := f.GetAudit()
-	if len(a.GetUser()) > 4096 || len(a.GetUserAgent()) > 4096 || len(a.GetCommand()) > 256 || !strings.HasPrefix(a.GetUser(), "mallory\x00\uFFFD") {
+	if len(a.GetUser()) > 1024 || len(a.GetUserAgent()) > 1024 || len(a.GetCommand()) > 256 || !strings.HasPrefix(a.GetUser(), "mallory\x00\uFFFD") {
 		t.Fatalf("bounds: user %d bytes, agent %d, command %d words; user prefix %q", len(a.GetUser()), len(a.GetUserAgent()), len(a.GetCommand()), a.GetUser()[:12])
 	}
 }
