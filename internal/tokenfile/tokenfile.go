@@ -42,12 +42,21 @@ type File struct {
 }
 
 // Open reads path; what names it in messages (e.g. "console token file").
-// A file that turns unreadable or malformed later is logged once and keeps
-// the last good tokens in force: an edit in progress must not lock users out.
+// It must hold at least one token. A file that turns unreadable or
+// malformed later is logged once and keeps the last good tokens in force:
+// an edit in progress must not lock users out. A file read whole that
+// holds no token any more (its last line removed, to revoke a leaked
+// token) revokes them all.
 func Open(path, what string, log *slog.Logger) (*File, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	f := &File{path: path, what: what, log: log}
 	if err := f.reload(time.Now(), true); err != nil {
 		return nil, err
+	}
+	if len(f.hashes) == 0 {
+		return nil, fmt.Errorf("%s %s holds no token", what, path)
 	}
 	return f, nil
 }
@@ -70,6 +79,9 @@ func (f *File) reload(now time.Time, force bool) error {
 	if err != nil {
 		f.loadErr = err
 		return err
+	}
+	if len(hashes) == 0 && len(f.hashes) > 0 {
+		f.log.Warn(f.what+" holds no token any more: every token is refused", "path", f.path)
 	}
 	f.hashes, f.mtime, f.size, f.loadErr = hashes, st.ModTime(), st.Size(), nil
 	return nil
@@ -112,9 +124,6 @@ func read(path, what string) (map[[32]byte]string, error) {
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s %s: %w", what, path, err)
-	}
-	if len(hashes) == 0 {
-		return nil, fmt.Errorf("%s %s holds no token", what, path)
 	}
 	return hashes, nil
 }
