@@ -22,8 +22,21 @@ const sendTimeout = 10 * time.Second
 // maxTokenBytes bounds a token file.
 const maxTokenBytes = 4096
 
-// rejectedError is a permanent refusal by the receiver (HTTP 4xx other than
-// 408 and 429): sending the same finding again cannot succeed.
+// permanent reports an HTTP status that refuses the finding itself, so that
+// sending it again cannot succeed: a 4xx, except those that say something
+// about the request's moment or credentials — 408 and 429 (later), 401 and
+// 403 (a token rotated on one side first), 404 (a receiver being deployed)
+// — which are retried until max-age like any failure.
+func permanent(code int) bool {
+	switch code {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+		return false
+	}
+	return code >= 400 && code < 500
+}
+
+// rejectedError is a permanent refusal by the receiver (see permanent):
+// sending the same finding again cannot succeed.
 type rejectedError struct {
 	status int
 	body   string
@@ -156,7 +169,7 @@ func (s *httpSender) send(ctx context.Context, body []byte) error {
 	switch c := resp.StatusCode; {
 	case c >= 200 && c < 300:
 		return nil
-	case c >= 400 && c < 500 && c != http.StatusRequestTimeout && c != http.StatusTooManyRequests:
+	case permanent(c):
 		return &rejectedError{status: c, body: oneLine(strings.TrimSpace(string(msg)))}
 	default:
 		err := fmt.Errorf("receiver answered HTTP %d: %s", c, oneLine(strings.TrimSpace(string(msg))))

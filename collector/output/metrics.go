@@ -7,7 +7,7 @@ import "github.com/prometheus/client_golang/prometheus"
 const (
 	// ReasonGaveUp: delivery kept failing until the finding was older than max-age.
 	ReasonGaveUp = "gave_up"
-	// ReasonRejected: the receiver refused the finding for good (HTTP 4xx but 408/429).
+	// ReasonRejected: the receiver refused the finding for good (HTTP 4xx but 401/403/404/408/429).
 	ReasonRejected = "rejected"
 	// ReasonDroppedFull: dropped to keep the outbox under its byte bound.
 	ReasonDroppedFull = "dropped_full"

@@ -152,9 +152,9 @@ func TestRejectedAndRetriedStatuses(t *testing.T) {
 		switch {
 		case strings.Contains(string(body), `"bad"`):
 			return http.StatusBadRequest
-		case strings.Contains(string(body), `"retry"`) && retried < 2:
+		case strings.Contains(string(body), `"retry"`) && retried < 3:
 			retried++
-			return []int{http.StatusServiceUnavailable, http.StatusTooManyRequests}[retried-1]
+			return []int{http.StatusServiceUnavailable, http.StatusTooManyRequests, http.StatusUnauthorized}[retried-1]
 		}
 		return http.StatusOK
 	}
@@ -170,8 +170,8 @@ func TestRejectedAndRetriedStatuses(t *testing.T) {
 	if v := metric(t, reg, "loupe_collector_output_dead_letter_total", "output", "webhook", "reason", ReasonRejected); v != 1 {
 		t.Errorf("dead_letter{rejected} = %v, want 1", v)
 	}
-	if v := metric(t, reg, "loupe_collector_output_retries_total", "output", "webhook"); v != 2 {
-		t.Errorf("retries_total = %v, want 2 (503, then 429)", v)
+	if v := metric(t, reg, "loupe_collector_output_retries_total", "output", "webhook"); v != 3 {
+		t.Errorf("retries_total = %v, want 3 (503, 429, then 401: a token rotated on the receiver first)", v)
 	}
 	eventually(t, "queue empty", func() bool {
 		return metric(t, reg, "loupe_collector_output_queued_findings", "output", "webhook") == 0
