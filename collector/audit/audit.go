@@ -32,8 +32,8 @@ import (
 // Bounds on what one batch may hold. The API server sends at most
 // --audit-webhook-batch-max-size events (400 by default) per request.
 const (
-	MaxBatchBytes = 32 << 20
-	MaxEvents     = 10000
+	MaxBatchBytes   = 32 << 20
+	MaxEvents       = 10000
 	maxCommand      = 256  // command words kept
 	maxCommandBytes = 8192 // bytes kept of a command, all words
 	maxText         = 1024 // bytes kept of any one string (Kubernetes names are at most 253)
