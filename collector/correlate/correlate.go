@@ -410,8 +410,10 @@ func (l *Linker) startedBy(ctx context.Context, f *loupev1.Finding) (*loupev1.Fi
 		return nil, nil
 	}
 	t := f.GetTime().AsTime()
+	// Newest first: the exec that started f is the latest before it, and
+	// exec probes can make hundreds of runtime execs in the window.
 	rts, err := l.query(ctx, &loupev1.QueryRequest{ContainerId: cid, Kinds: []loupev1.Kind{loupev1.Kind_KIND_RUNTIME_EXEC},
-		Since: ts(t.Add(-ChildWindow)), Until: ts(t.Add(Window))})
+		Since: ts(t.Add(-ChildWindow)), Until: ts(t.Add(Window)), Order: loupev1.Order_ORDER_NEWEST_FIRST})
 	if err != nil {
 		return nil, err
 	}
@@ -513,13 +515,16 @@ func (l *Linker) Caused(ctx context.Context, ev *loupev1.Finding) ([]*loupev1.Fi
 	return out, nil
 }
 
-// query runs q (oldest first, at most maxCandidates) over its time range
-// widened to whole buckets, memoised, and returns the findings inside q's
-// own range.
+// query runs q (oldest first unless q asks newest first; at most
+// maxCandidates) over its time range widened to whole buckets, memoised,
+// and returns the findings inside q's own range.
 func (l *Linker) query(ctx context.Context, q *loupev1.QueryRequest) ([]*loupev1.Finding, error) {
 	since, until := q.GetSince().AsTime(), q.GetUntil().AsTime()
 	q.Since, q.Until = ts(since.Truncate(bucket)), ts(until.Truncate(bucket).Add(bucket))
-	q.Order, q.Limit = loupev1.Order_ORDER_OLDEST_FIRST, maxCandidates
+	if q.Order != loupev1.Order_ORDER_NEWEST_FIRST {
+		q.Order = loupev1.Order_ORDER_OLDEST_FIRST
+	}
+	q.Limit = maxCandidates
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(q)
 	if err != nil {
 		return nil, err
