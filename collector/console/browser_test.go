@@ -21,8 +21,27 @@ import (
 func browser(t *testing.T) (context.Context, *[]string) {
 	t.Helper()
 	bin := testenv.RequireCommand(t, "chromium")
+	// The profile is not a t.TempDir: chromium's helper processes can still
+	// be writing into it for a moment after the browser is stopped, which
+	// made TempDir's own removal fail the test. It is removed here, retried.
+	profile, err := os.MkdirTemp("", "loupe-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			err := os.RemoveAll(profile)
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Logf("chromium profile %s not removed: %v", profile, err)
+				return
+			}
+		}
+	})
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()), chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-quic", true),
+		chromedp.UserDataDir(profile), chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-quic", true),
 		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.WindowSize(1400, 1000))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
