@@ -451,7 +451,9 @@ func (s *Store) querySQL(ctx context.Context, q *loupev1.QueryRequest) (string, 
 	ctrIndexed := false
 	if v := q.GetContainerId(); v != "" {
 		ctrPattern = store.GlobLiteral(v) + "*"
-		ctrIndexed = !s.broad(ctx, "container_id GLOB ?", ctrPattern)
+		// A whole id (64 hex, as the join's lookups pass) names one
+		// container: no need to count.
+		ctrIndexed = len(v) >= 64 || !s.broad(ctx, "container_id GLOB ?", ctrPattern)
 	}
 	if v := q.GetNamespace(); v != "" {
 		if podExact || podRange || ctrIndexed {
@@ -567,7 +569,7 @@ func (s *Store) Counts(ctx context.Context, since, until time.Time) ([]store.Cou
 // prefixRange is the range [lo, hi) of strings that start with the literal
 // part of pattern p before its first '*' (ok is false without one).
 // broadRows is the number of index entries above which a prefix range is
-// broad (see Query). Reading and sorting that many entries costs more than
+// broad (see querySQL). Reading and sorting that many entries costs more than
 // walking the time index in the cases measured (docs/performance.md): a pod
 // prefix of 31,000 findings is still best served by its index, a prefix of
 // a million is not.
